@@ -1,0 +1,1 @@
+"""Channel adapters: one small class per way a message leaves Nudge."""

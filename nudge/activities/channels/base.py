@@ -1,0 +1,70 @@
+"""The interface every channel implements, and the errors that tell retry from give-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from nudge.models.messages import CardMessage, ImageMessage, TextMessage
+
+
+@dataclass(frozen=True)
+class Recipient:
+    external_id: str
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    chat_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One rendered message for one recipient, ready to leave on one channel."""
+
+    tenant: str
+    channel: str
+    idempotency_key: str
+    recipient: Recipient
+    message: TextMessage | CardMessage | ImageMessage
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the provider answered when it accepted the message (kept on the delivery)."""
+
+    response: dict[str, Any]
+
+
+class ChannelError(Exception):
+    """The provider did not take the message. ``retryable`` says whether to try again."""
+
+    retryable: bool = True
+
+    def __init__(self, message: str, *, response: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.response = response or {}
+
+
+class ProviderUnavailable(ChannelError):
+    """5xx, timeout or connection error: try again later with the same idempotency key."""
+
+    retryable = True
+
+
+class ProviderRejected(ChannelError):
+    """4xx or an explicit refusal: sending again will not help."""
+
+    retryable = False
+
+
+class RecipientUnreachable(ChannelError):
+    """The recipient has no address on this channel (no email for an email channel)."""
+
+    retryable = False
+
+
+class ChannelSender(Protocol):
+    """Sends one message. Raises a ``ChannelError`` subclass when the provider does not take it."""
+
+    async def send(self, outbound: Outbound) -> Receipt: ...

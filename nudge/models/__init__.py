@@ -1,0 +1,1 @@
+"""Pydantic definitions, SQLAlchemy tables and migrations."""

@@ -1,0 +1,83 @@
+"""Channel definitions: how a message leaves Nudge."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, SecretStr
+
+CHANNEL_SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+LAST_USED = "last_used"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LogConfig(_Strict):
+    """Writes each message to the worker's log; for development."""
+
+
+class WebhookConfig(_Strict):
+    url: HttpUrl
+    secret: SecretStr | None = Field(
+        default=None, description="Signs each body: `X-Nudge-Signature: sha256=<hex HMAC>`."
+    )
+    timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10
+
+
+class EmailConfig(_Strict):
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535)] = 587
+    security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls",
+        description="`starttls` upgrades a plain connection, `tls` connects over TLS (port 465).",
+    )
+    verify_certificate: bool = True
+    username: str | None = None
+    password: SecretStr | None = None
+    from_address: EmailStr
+    from_name: str | None = None
+    timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 30
+
+
+class LogChannelIn(_Strict):
+    type: Literal["log"]
+    config: LogConfig = LogConfig()
+
+
+class WebhookChannelIn(_Strict):
+    type: Literal["webhook"]
+    config: WebhookConfig
+
+
+class EmailChannelIn(_Strict):
+    type: Literal["email"]
+    config: EmailConfig
+
+
+ChannelIn = Annotated[LogChannelIn | WebhookChannelIn | EmailChannelIn, Field(discriminator="type")]
+
+# Fields of a config that are credentials: stored encrypted, never returned.
+CREDENTIAL_FIELDS = {"webhook": ("secret",), "email": ("password",)}
+
+
+def split_credentials(channel: ChannelIn) -> tuple[dict[str, Any], dict[str, str]]:
+    """The public part of a channel config, and its credentials in plain text."""
+    config = channel.config.model_dump(mode="json", exclude_none=True)
+    credentials: dict[str, str] = {}
+    for name in CREDENTIAL_FIELDS.get(channel.type, ()):
+        value = getattr(channel.config, name)
+        config.pop(name, None)
+        if value is not None:
+            credentials[name] = value.get_secret_value()
+    return config, credentials
+
+
+class ChannelPublic(BaseModel):
+    id: str
+    type: str
+    config: dict[str, Any] = Field(description="The configuration, without credentials.")
+    credentials_set: list[str] = Field(description="Which credentials are stored (never shown).")
+    updated_at: datetime

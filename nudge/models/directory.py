@@ -1,0 +1,104 @@
+"""Directory schemas: contacts, groups, secrets and the conversation history."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import available_timezones
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr, field_validator
+
+EXTERNAL_ID = Annotated[str, Field(min_length=1, max_length=200)]
+_PHONE = re.compile(r"^\+?[0-9]{6,15}$")
+
+
+class ContactPut(BaseModel):
+    """A contact as a service or admin writes it; omitted fields are cleared."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "Ada Lovelace", "email": "ada@example.com", "timezone": "Europe/London"}
+            ]
+        },
+    )
+
+    name: Annotated[str, Field(max_length=200)] | None = None
+    email: EmailStr | None = None
+    phone: str | None = Field(default=None, description="E.164, e.g. +34600111222.")
+    chat_id: Annotated[str, Field(max_length=200)] | None = None
+    timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Madrid.")
+    attributes: dict[str, Any] = Field(default_factory=dict, description="Custom attributes.")
+
+    @field_validator("phone")
+    @classmethod
+    def _phone_is_e164(cls, phone: str | None) -> str | None:
+        if phone is None:
+            return None
+        compact = re.sub(r"[\s().-]", "", phone)
+        if not _PHONE.match(compact):
+            raise ValueError("phone must be an international number such as +34600111222")
+        return compact
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_exists(cls, zone: str | None) -> str | None:
+        if zone is not None and zone not in available_timezones():
+            raise ValueError(f"unknown time zone {zone!r}; use an IANA name like Europe/Madrid")
+        return zone
+
+
+class ContactPublic(BaseModel):
+    external_id: str
+    name: str | None
+    email: str | None
+    phone: str | None
+    chat_id: str | None
+    timezone: str | None
+    attributes: dict[str, Any]
+    last_channel: str | None = Field(description="The channel the contact last wrote from.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class GroupPut(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"members": ["u1"]}]})
+
+    members: Annotated[list[EXTERNAL_ID], Field(max_length=10_000)] = Field(
+        description="External ids of existing contacts; the group becomes exactly these."
+    )
+
+
+class GroupPublic(BaseModel):
+    name: str
+    members: list[str]
+    updated_at: datetime
+
+
+class SecretPut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: Annotated[SecretStr, Field(min_length=1, max_length=10_000)]
+
+
+class SecretPublic(BaseModel):
+    name: str
+    updated_at: datetime
+
+
+class MessagePublic(BaseModel):
+    id: str
+    direction: str
+    channel: str
+    kind: str
+    text: str
+    body: dict[str, Any]
+    source: dict[str, Any] | None
+    at: datetime
+
+
+class MessagePage(BaseModel):
+    items: list[MessagePublic]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")

@@ -1,0 +1,58 @@
+"""Workflow ids, search attributes and kinds: the names operators see in the Temporal UI.
+
+This module is imported by workflow code, so it must stay free of I/O and heavy imports.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from urllib.parse import quote
+
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+
+TENANT = SearchAttributeKey.for_keyword("NudgeTenant")
+KIND = SearchAttributeKey.for_keyword("NudgeKind")
+FOLLOWUP = SearchAttributeKey.for_keyword("NudgeFollowUp")
+RECORD = SearchAttributeKey.for_keyword("NudgeRecord")
+JOURNEY = SearchAttributeKey.for_keyword("NudgeJourney")
+CONTACT = SearchAttributeKey.for_keyword("NudgeContact")
+
+ALL_SEARCH_ATTRIBUTES = (TENANT, KIND, FOLLOWUP, RECORD, JOURNEY, CONTACT)
+
+
+class Kind(StrEnum):
+    NOTIFICATION = "notification"
+    FOLLOWUP = "followup"
+    FOLLOWUP_RECORD = "followup-record"
+    JOURNEY = "journey"
+
+
+def _part(value: str) -> str:
+    # Ids come from tenants' systems; keep "/" as the only separator so ids stay parseable.
+    return quote(value, safe="@.-_:")
+
+
+def notification_workflow_id(tenant: str, notification_id: str) -> str:
+    return f"notification/{_part(tenant)}/{_part(notification_id)}"
+
+
+def followup_workflow_id(tenant: str, followup_id: str) -> str:
+    return f"followup/{_part(tenant)}/{_part(followup_id)}"
+
+
+def record_workflow_id(tenant: str, followup_id: str, reconciliation_id: str) -> str:
+    return f"{followup_workflow_id(tenant, followup_id)}/record/{_part(reconciliation_id)}"
+
+
+def journey_workflow_id(tenant: str, journey_id: str, external_id: str) -> str:
+    return f"journey/{_part(tenant)}/{_part(journey_id)}/contact/{_part(external_id)}"
+
+
+def search_attributes(
+    tenant: str, kind: Kind, **keywords: str
+) -> TypedSearchAttributes:
+    """Search attributes for a run: tenant and kind always, plus e.g. ``contact="u1"``."""
+    keys = {"followup": FOLLOWUP, "record": RECORD, "journey": JOURNEY, "contact": CONTACT}
+    pairs = [SearchAttributePair(TENANT, tenant), SearchAttributePair(KIND, kind.value)]
+    pairs += [SearchAttributePair(keys[name], value) for name, value in keywords.items()]
+    return TypedSearchAttributes(pairs)

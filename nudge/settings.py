@@ -1,0 +1,94 @@
+"""Process settings, read from ``NUDGE_*`` environment variables."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+
+class Settings(BaseSettings):
+    """Everything a Nudge process needs to know about its surroundings."""
+
+    model_config = SettingsConfigDict(env_prefix="NUDGE_", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Field(default=Path(".nudge"), description="Where `nudge dev` keeps its state.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; defaults to SQLite under the data dir."
+    )
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "nudge"
+    time_scale: float = Field(
+        default=1.0,
+        gt=0,
+        description="Divides every schedule duration; development and acceptance runs only.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None, description="Fernet key that encrypts tenant secrets at rest."
+    )
+    public_url: str = Field(
+        default="http://localhost:8000",
+        description="Base URL of the API as recipients reach it (card button links).",
+    )
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.env == "production":
+            if self.time_scale != 1:
+                raise ValueError("NUDGE_TIME_SCALE must be 1 when NUDGE_ENV=production")
+            if self.secret_key is None:
+                raise ValueError("NUDGE_SECRET_KEY is required when NUDGE_ENV=production")
+            if self.database_url is None or self.database_url.startswith("sqlite"):
+                raise ValueError("NUDGE_DATABASE_URL must name PostgreSQL when NUDGE_ENV=production")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+pysqlite:///{(self.data_dir / 'nudge.sqlite3').resolve()}"
+
+    def secret_key_value(self) -> str:
+        """The encryption key, or a development key kept under the data dir."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        return _development_secret_key(self.data_dir)
+
+    def announce(self) -> None:
+        """Log loudly what a reader of the logs must not miss."""
+        if self.time_scale != 1:
+            log.warning(
+                "NUDGE_TIME_SCALE=%s: every schedule runs %s times faster than configured. "
+                "This is for development and acceptance runs only.",
+                self.time_scale,
+                self.time_scale,
+            )
+
+
+def _development_secret_key(data_dir: Path) -> str:
+    from cryptography.fernet import Fernet
+
+    path = data_dir / "secret.key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key().decode()
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
