@@ -138,6 +138,8 @@ class Notification(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(63))
+    # `last_used` is resolved when the notification is accepted, so retries use one channel.
+    resolved_channel: Mapped[str] = mapped_column(String(63))
     message: Mapped[dict[str, Any]] = mapped_column()
     status: Mapped[str] = mapped_column(String(16), default="queued")
     error: Mapped[str | None] = mapped_column(Text)

@@ -161,6 +161,7 @@ def upgrade() -> None:
     sa.Column('tenant_id', sa.String(length=32), nullable=False),
     sa.Column('contact_id', sa.String(length=32), nullable=False),
     sa.Column('channel', sa.String(length=63), nullable=False),
+    sa.Column('resolved_channel', sa.String(length=63), nullable=False),
     sa.Column('message', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),

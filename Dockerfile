@@ -1,0 +1,25 @@
+# The Nudge image: `nudge api`, `nudge worker` and `nudge migrate` (see docker-compose.yml).
+FROM python:3.11.18-slim-trixie
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN groupadd --system --gid 10001 nudge \
+ && useradd --system --uid 10001 --gid nudge --home-dir /home/nudge --create-home \
+      --shell /usr/sbin/nologin nudge
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY nudge ./nudge
+RUN pip install --no-cache-dir . \
+ && rm -rf /src/build /src/*.egg-info
+
+# A writable working directory for the unprivileged user (nothing is kept here in
+# production: state lives in PostgreSQL and Temporal).
+WORKDIR /home/nudge
+USER nudge:nudge
+
+EXPOSE 8000
+ENTRYPOINT ["nudge"]
+CMD ["--help"]

@@ -1,0 +1,37 @@
+"""Builds the sender for a stored channel: one line per channel type."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from nudge.activities.channels.base import ChannelSender
+from nudge.activities.channels.email import EmailChannel
+from nudge.activities.channels.log import LogChannel
+from nudge.activities.channels.webhook import WebhookChannel
+from nudge.models.channels import EmailConfig, LogConfig, WebhookConfig
+
+# Each builder receives the stored config with its credentials merged back in.
+SenderBuilder = Callable[[dict[str, Any], httpx.AsyncClient], ChannelSender]
+
+_BUILDERS: dict[str, SenderBuilder] = {
+    "log": lambda settings, http: LogChannel(LogConfig.model_validate(settings)),
+    "webhook": lambda settings, http: WebhookChannel(WebhookConfig.model_validate(settings), http),
+    "email": lambda settings, http: EmailChannel(EmailConfig.model_validate(settings)),
+}
+
+
+def build_sender(
+    channel_type: str,
+    config: dict[str, Any],
+    credentials: dict[str, str],
+    http: httpx.AsyncClient,
+) -> ChannelSender:
+    """The sender for one channel. Raises ``ValueError`` for an unknown type or invalid config."""
+    try:
+        builder = _BUILDERS[channel_type]
+    except KeyError:
+        raise ValueError(f"unknown channel type {channel_type!r}") from None
+    return builder({**config, **credentials}, http)

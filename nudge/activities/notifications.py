@@ -1,0 +1,103 @@
+"""Activities of individual notifications."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from nudge.activities.channels.base import Outbound, Recipient
+from nudge.activities.delivery import Deliverer
+from nudge.models.messages import MessageTemplate, render_message
+from nudge.models.payloads import DeliverNotificationInput, DeliveryResult, NotificationFailureInput
+from nudge.models.tables import Contact, Delivery, Notification, Tenant, utcnow
+from nudge.store.directory import find_channel
+from nudge.templating import TemplateProblem
+from pydantic import TypeAdapter
+
+_template = TypeAdapter[MessageTemplate](MessageTemplate)
+
+
+def contact_context(contact: Contact) -> dict[str, object]:
+    """What templates see as ``contact``."""
+    return {
+        "external_id": contact.external_id,
+        "name": contact.name,
+        "email": contact.email,
+        "phone": contact.phone,
+        "chat_id": contact.chat_id,
+        "timezone": contact.timezone,
+        "attributes": contact.attributes,
+    }
+
+
+def recipient_of(contact: Contact) -> Recipient:
+    return Recipient(
+        external_id=contact.external_id,
+        name=contact.name,
+        email=contact.email,
+        phone=contact.phone,
+        chat_id=contact.chat_id,
+    )
+
+
+class NotificationActivities:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], deliverer: Deliverer) -> None:
+        self._sessions = sessions
+        self._deliverer = deliverer
+
+    @activity.defn(name="deliver_notification")
+    async def deliver_notification(self, request: DeliverNotificationInput) -> DeliveryResult:
+        """Render the notification for its contact and send it, effectively once."""
+        async with self._sessions() as session:
+            notification = await session.get_one(Notification, request.notification_id)
+            tenant = await session.get_one(Tenant, request.tenant_id)
+            contact = await session.get_one(Contact, notification.contact_id)
+            channel = await find_channel(session, tenant.id, notification.resolved_channel)
+        if channel is None:
+            raise ApplicationError(
+                f"channel {notification.resolved_channel!r} no longer exists",
+                type="ChannelNotFound",
+                non_retryable=True,
+            )
+        try:
+            message = render_message(
+                _template.validate_python(notification.message),
+                {"contact": contact_context(contact)},
+            )
+        except TemplateProblem as exc:
+            raise ApplicationError(str(exc), type="TemplateError", non_retryable=True) from exc
+
+        async def mark_notification_sent(session: AsyncSession, delivery: Delivery) -> None:
+            sent = await session.get_one(Notification, notification.id)
+            sent.status, sent.delivery_id, sent.error = "sent", delivery.id, None
+            sent.updated_at = utcnow()
+
+        outbound = Outbound(
+            tenant=tenant.slug,
+            channel=channel.slug,
+            idempotency_key=request.idempotency_key,
+            recipient=recipient_of(contact),
+            message=message,
+            source={"type": "notification", "notification_id": notification.id},
+        )
+        sent = await self._deliverer.deliver(
+            tenant_id=tenant.id,
+            contact=contact,
+            channel=channel,
+            outbound=outbound,
+            after_sent=mark_notification_sent,
+        )
+        return DeliveryResult(
+            delivery_id=sent.delivery_id, channel=channel.slug, already_sent=sent.already_sent
+        )
+
+    @activity.defn(name="record_notification_failure")
+    async def record_notification_failure(self, request: NotificationFailureInput) -> None:
+        """Mark the notification failed with the reason, once retries are exhausted."""
+        async with self._sessions() as session, session.begin():
+            notification = await session.get_one(Notification, request.notification_id)
+            if notification.status != "sent":
+                notification.status = "failed"
+                notification.error = request.reason
+                notification.updated_at = utcnow()

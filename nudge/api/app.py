@@ -1,0 +1,56 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+
+from nudge import __version__
+from nudge.api.errors import install_error_handlers
+from nudge.api.routes import channels, contacts, groups, health, notifications, secrets
+from nudge.models.db import create_engine, session_factory
+from nudge.security import SecretBox
+from nudge.settings import Settings
+from nudge.temporal_client import connect
+
+DESCRIPTION = """
+Nudge chases people so your teams do not have to: follow-ups polled from your ITSM or CRM,
+customer journeys, and individual notifications, each run as a durable Temporal workflow.
+
+Authenticate with `Authorization: Bearer <API key>`. Keys belong to one tenant and have a
+role: `admin` (definitions and directory), `service` (notifications, events), `agent` (inbox).
+"""
+
+
+def create_app(
+    settings: Settings,
+    *,
+    sessions: async_sessionmaker[AsyncSession] | None = None,
+    temporal: Client | None = None,
+) -> FastAPI:
+    """The API. Tests pass their own sessions and client; production makes its own."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = None
+        if sessions is None:
+            engine = create_engine(settings.resolved_database_url)
+        app.state.settings = settings
+        app.state.sessions = sessions or session_factory(engine)  # type: ignore[arg-type]
+        app.state.temporal = temporal or await connect(settings)
+        app.state.box = SecretBox(settings.secret_key_value())
+        try:
+            yield
+        finally:
+            if engine is not None:
+                await engine.dispose()
+
+    app = FastAPI(title="Nudge", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    install_error_handlers(app)
+    for module in (health, contacts, groups, channels, secrets, notifications):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,77 @@
+"""Typed dependencies: the session, the caller, Temporal, settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client
+
+from nudge.security import SecretBox
+from nudge.settings import Settings
+from nudge.store.tenants import Principal, Role, authenticate
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer nk_…`")
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions() as session:
+        yield session
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _temporal(request: Request) -> Client:
+    client: Client = request.app.state.temporal
+    return client
+
+
+def _box(request: Request) -> SecretBox:
+    box: SecretBox = request.app.state.box
+    return box
+
+
+SessionDep = Annotated[AsyncSession, Depends(_session)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+TemporalDep = Annotated[Client, Depends(_temporal)]
+SecretBoxDep = Annotated[SecretBox, Depends(_box)]
+
+
+async def _principal(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    principal = await authenticate(session, credentials.credentials) if credentials else None
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing or unknown API key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return principal
+
+
+def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    """A dependency that lets in admin keys and keys of the given roles."""
+    allowed = {"admin", *roles}
+
+    async def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        if principal.role not in allowed:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"a {principal.role} key cannot do this; it needs: {', '.join(sorted(allowed))}",
+            )
+        return principal
+
+    return check
+
+
+AdminDep = Annotated[Principal, Depends(require())]
+ServiceDep = Annotated[Principal, Depends(require("service"))]
+AgentDep = Annotated[Principal, Depends(require("agent"))]

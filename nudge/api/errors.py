@@ -1,0 +1,28 @@
+"""Domain errors to HTTP answers, in one place."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from nudge.errors import Conflict, InvalidInput, NotFound
+
+
+async def _not_found(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+
+async def _conflict(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+
+async def _invalid(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidInput)
+    detail = [{"loc": list(loc), "msg": msg, "type": "value_error"} for loc, msg in exc.problems]
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(Conflict, _conflict)
+    app.add_exception_handler(InvalidInput, _invalid)

@@ -1,0 +1,70 @@
+"""Channels: how messages leave."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path
+
+from nudge.api.deps import AdminDep, SecretBoxDep, SessionDep
+from nudge.models.channels import CHANNEL_SLUG, LAST_USED, ChannelIn, ChannelPublic
+from nudge.models.tables import Channel
+from nudge.errors import InvalidInput
+from nudge.security import SecretBox
+from nudge.store.directory import channel_credentials, get_channel, list_channels, put_channel
+
+router = APIRouter(prefix="/v1/channels", tags=["channels"])
+
+ChannelId = Annotated[str, Path(pattern=CHANNEL_SLUG, description="Your name for the channel.")]
+
+_EXAMPLES = {
+    "webhook": {"value": {"type": "webhook", "config": {"url": "https://example.com/hook", "secret": "s3cret"}}},
+    "email": {
+        "value": {
+            "type": "email",
+            "config": {"host": "smtp.example.com", "port": 587, "security": "starttls",
+                       "username": "nudge", "password": "…", "from_address": "nudge@example.com"},
+        }
+    },
+    "log": {"value": {"type": "log"}},
+}
+
+
+def channel_public(channel: Channel, box: SecretBox) -> ChannelPublic:
+    return ChannelPublic(
+        id=channel.slug,
+        type=channel.type,
+        config=channel.config,
+        credentials_set=sorted(channel_credentials(channel, box)),
+        updated_at=channel.updated_at,
+    )
+
+
+@router.put("/{channel_id}")
+async def upsert_channel(
+    channel_id: ChannelId,
+    body: Annotated[ChannelIn, Body(openapi_examples=_EXAMPLES)],  # type: ignore[arg-type]
+    principal: AdminDep,
+    session: SessionDep,
+    box: SecretBoxDep,
+) -> ChannelPublic:
+    """Create or replace a channel. Credentials are stored encrypted and never returned."""
+    if channel_id == LAST_USED:
+        raise InvalidInput.at(("path", "channel_id"), f"{LAST_USED!r} is reserved")
+    channel = await put_channel(session, principal.tenant_id, channel_id, body, box)
+    await session.commit()
+    return channel_public(channel, box)
+
+
+@router.get("")
+async def read_channels(principal: AdminDep, session: SessionDep, box: SecretBoxDep) -> list[ChannelPublic]:
+    """Every channel of the tenant."""
+    return [channel_public(c, box) for c in await list_channels(session, principal.tenant_id)]
+
+
+@router.get("/{channel_id}")
+async def read_channel(
+    channel_id: ChannelId, principal: AdminDep, session: SessionDep, box: SecretBoxDep
+) -> ChannelPublic:
+    """One channel, without its credentials."""
+    return channel_public(await get_channel(session, principal.tenant_id, channel_id), box)

@@ -1,0 +1,176 @@
+"""Contacts, groups, channels and secrets of one tenant."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nudge.errors import InvalidInput, NotFound
+from nudge.models.channels import ChannelIn, split_credentials
+from nudge.models.directory import ContactPut
+from nudge.models.tables import Channel, Contact, Group, GroupMember, Secret, utcnow
+from nudge.security import SecretBox
+
+
+async def find_contact(session: AsyncSession, tenant_id: str, external_id: str) -> Contact | None:
+    result = await session.execute(
+        select(Contact).where(Contact.tenant_id == tenant_id, Contact.external_id == external_id)
+    )
+    return result.scalar_one_or_none()
+
+
+async def get_contact(session: AsyncSession, tenant_id: str, external_id: str) -> Contact:
+    contact = await find_contact(session, tenant_id, external_id)
+    if contact is None:
+        raise NotFound("contact", external_id)
+    return contact
+
+
+async def put_contact(
+    session: AsyncSession, tenant_id: str, external_id: str, data: ContactPut
+) -> Contact:
+    contact = await find_contact(session, tenant_id, external_id)
+    if contact is None:
+        contact = Contact(tenant_id=tenant_id, external_id=external_id)
+        session.add(contact)
+    for field, value in data.model_dump().items():
+        setattr(contact, field, value)
+    contact.updated_at = utcnow()
+    await session.flush()
+    return contact
+
+
+async def put_group(
+    session: AsyncSession, tenant_id: str, name: str, members: Sequence[str]
+) -> tuple[Group, list[str]]:
+    """Make the group exactly ``members``; an unknown member is a 422 naming its position."""
+    result = await session.execute(
+        select(Contact.external_id, Contact.id).where(
+            Contact.tenant_id == tenant_id, Contact.external_id.in_(set(members))
+        )
+    )
+    ids = {external_id: contact_id for external_id, contact_id in result}
+    unknown = [
+        (("body", "members", i), f"no contact with external id {m!r}")
+        for i, m in enumerate(members)
+        if m not in ids
+    ]
+    if unknown:
+        raise InvalidInput(unknown)
+    group = (
+        await session.execute(select(Group).where(Group.tenant_id == tenant_id, Group.name == name))
+    ).scalar_one_or_none()
+    if group is None:
+        group = Group(tenant_id=tenant_id, name=name)
+        session.add(group)
+        await session.flush()
+    else:
+        group.updated_at = utcnow()
+        await session.execute(delete(GroupMember).where(GroupMember.group_id == group.id))
+    unique = list(dict.fromkeys(members))
+    session.add_all(GroupMember(group_id=group.id, contact_id=ids[m]) for m in unique)
+    await session.flush()
+    return group, unique
+
+
+async def get_group(session: AsyncSession, tenant_id: str, name: str) -> tuple[Group, list[str]]:
+    group = (
+        await session.execute(select(Group).where(Group.tenant_id == tenant_id, Group.name == name))
+    ).scalar_one_or_none()
+    if group is None:
+        raise NotFound("group", name)
+    return group, await group_member_ids(session, group.id)
+
+
+async def group_member_ids(session: AsyncSession, group_id: str) -> list[str]:
+    result = await session.execute(
+        select(Contact.external_id)
+        .join(GroupMember, GroupMember.contact_id == Contact.id)
+        .where(GroupMember.group_id == group_id)
+        .order_by(Contact.external_id)
+    )
+    return list(result.scalars())
+
+
+async def put_channel(
+    session: AsyncSession, tenant_id: str, slug: str, data: ChannelIn, box: SecretBox
+) -> Channel:
+    config, credentials = split_credentials(data)
+    channel = await find_channel(session, tenant_id, slug)
+    if channel is None:
+        channel = Channel(tenant_id=tenant_id, slug=slug)
+        session.add(channel)
+    channel.type = data.type
+    channel.config = config
+    channel.sealed_credentials = box.seal(json.dumps(credentials)) if credentials else None
+    channel.updated_at = utcnow()
+    await session.flush()
+    return channel
+
+
+async def find_channel(session: AsyncSession, tenant_id: str, slug: str) -> Channel | None:
+    result = await session.execute(
+        select(Channel).where(Channel.tenant_id == tenant_id, Channel.slug == slug)
+    )
+    return result.scalar_one_or_none()
+
+
+async def get_channel(session: AsyncSession, tenant_id: str, slug: str) -> Channel:
+    channel = await find_channel(session, tenant_id, slug)
+    if channel is None:
+        raise NotFound("channel", slug)
+    return channel
+
+
+async def list_channels(session: AsyncSession, tenant_id: str) -> list[Channel]:
+    result = await session.execute(
+        select(Channel).where(Channel.tenant_id == tenant_id).order_by(Channel.slug)
+    )
+    return list(result.scalars())
+
+
+def channel_credentials(channel: Channel, box: SecretBox) -> dict[str, str]:
+    if channel.sealed_credentials is None:
+        return {}
+    credentials: dict[str, str] = json.loads(box.open(channel.sealed_credentials))
+    return credentials
+
+
+async def put_secret(
+    session: AsyncSession, tenant_id: str, name: str, value: str, box: SecretBox
+) -> Secret:
+    secret = (
+        await session.execute(
+            select(Secret).where(Secret.tenant_id == tenant_id, Secret.name == name)
+        )
+    ).scalar_one_or_none()
+    if secret is None:
+        secret = Secret(tenant_id=tenant_id, name=name)
+        session.add(secret)
+    secret.sealed_value = box.seal(value)
+    secret.updated_at = utcnow()
+    await session.flush()
+    return secret
+
+
+async def list_secrets(session: AsyncSession, tenant_id: str) -> list[Secret]:
+    result = await session.execute(
+        select(Secret).where(Secret.tenant_id == tenant_id).order_by(Secret.name)
+    )
+    return list(result.scalars())
+
+
+async def delete_secret(session: AsyncSession, tenant_id: str, name: str) -> None:
+    result = await session.execute(
+        delete(Secret).where(Secret.tenant_id == tenant_id, Secret.name == name)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise NotFound("secret", name)
+
+
+async def secret_values(session: AsyncSession, tenant_id: str, box: SecretBox) -> dict[str, str]:
+    """Every secret of the tenant in plain text, for rendering templates inside an activity."""
+    return {s.name: box.open(s.sealed_value) for s in await list_secrets(session, tenant_id)}

@@ -1,0 +1,1 @@
+"""Temporal workflows: deterministic code only, readable as the business process they run."""

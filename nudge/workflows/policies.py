@@ -1,0 +1,21 @@
+"""Timeouts and retry policies shared by workflows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+# A provider that is down is tried again for about half an hour, then the send fails.
+DELIVERY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=10,
+)
+DELIVERY_TIMEOUT = timedelta(minutes=2)
+
+BOOKKEEPING_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
+)
+BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
