@@ -68,18 +68,20 @@ def _configure_logging(settings: Settings) -> None:
 @app.command()
 def dev(
     api_port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8000,
-    temporal_port: Annotated[int, typer.Option(help="gRPC port of the Temporal dev server.")] = 7233,
+    temporal_port: Annotated[
+        int, typer.Option(help="gRPC port of the Temporal dev server.")
+    ] = 7233,
     ui_port: Annotated[int, typer.Option(help="Port of the Temporal Web UI.")] = 8233,
-    data_dir: Annotated[Path, typer.Option(help="Where state is kept between runs.")] = Path(".nudge"),
+    data_dir: Annotated[Path, typer.Option(help="Where state is kept between runs.")] = Path(
+        ".nudge"
+    ),
 ) -> None:
     """Run the whole stack on embedded defaults: Temporal dev server, worker, API, SQLite."""
     from nudge.workers.dev import DevStack
 
     settings = _settings(data_dir=data_dir)
     _configure_logging(settings)
-    stack = DevStack(
-        settings, api_port=api_port, temporal_port=temporal_port, ui_port=ui_port
-    )
+    stack = DevStack(settings, api_port=api_port, temporal_port=temporal_port, ui_port=ui_port)
     raise typer.Exit(_run(stack.run))
 
 

@@ -48,9 +48,7 @@ def journey_workflow_id(tenant: str, journey_id: str, external_id: str) -> str:
     return f"journey/{_part(tenant)}/{_part(journey_id)}/contact/{_part(external_id)}"
 
 
-def search_attributes(
-    tenant: str, kind: Kind, **keywords: str
-) -> TypedSearchAttributes:
+def search_attributes(tenant: str, kind: Kind, **keywords: str) -> TypedSearchAttributes:
     """Search attributes for a run: tenant and kind always, plus e.g. ``contact="u1"``."""
     keys = {"followup": FOLLOWUP, "record": RECORD, "journey": JOURNEY, "contact": CONTACT}
     pairs = [SearchAttributePair(TENANT, tenant), SearchAttributePair(KIND, kind.value)]

@@ -50,7 +50,9 @@ class Settings(BaseSettings):
             if self.secret_key is None:
                 raise ValueError("NUDGE_SECRET_KEY is required when NUDGE_ENV=production")
             if self.database_url is None or self.database_url.startswith("sqlite"):
-                raise ValueError("NUDGE_DATABASE_URL must name PostgreSQL when NUDGE_ENV=production")
+                raise ValueError(
+                    "NUDGE_DATABASE_URL must name PostgreSQL when NUDGE_ENV=production"
+                )
         return self
 
     @property

@@ -87,7 +87,8 @@ async def register_search_attributes(client: Client) -> None:
         AddSearchAttributesRequest(
             namespace=client.namespace,
             search_attributes={
-                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in ALL_SEARCH_ATTRIBUTES
+                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                for key in ALL_SEARCH_ATTRIBUTES
             },
         )
     )
@@ -164,7 +165,9 @@ async def worker(
     from nudge.workers.worker import activities_for, build_worker
 
     async with httpx.AsyncClient() as http:
-        worker = build_worker(time_env.client, settings.task_queue, activities_for(sessions, box, http))
+        worker = build_worker(
+            time_env.client, settings.task_queue, activities_for(sessions, box, http)
+        )
         async with worker:
             yield worker
 

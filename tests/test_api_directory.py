@@ -11,7 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nudge.models.tables import Channel, Secret
 from tests.conftest import TenantKeys, problems
 
-ADA = {"name": "Ada", "email": "ada@example.com", "phone": "+34 600 111 222", "timezone": "Europe/Madrid"}
+ADA = {
+    "name": "Ada",
+    "email": "ada@example.com",
+    "phone": "+34 600 111 222",
+    "timezone": "Europe/Madrid",
+}
 
 
 async def test_contact_is_created_then_replaced(api: httpx.AsyncClient, tenant: TenantKeys) -> None:
@@ -29,7 +34,12 @@ async def test_contact_is_created_then_replaced(api: httpx.AsyncClient, tenant: 
 async def test_bad_contact_fields_are_named(api: httpx.AsyncClient, tenant: TenantKeys) -> None:
     response = await api.put(
         "/v1/contacts/ada",
-        json={"email": "not-an-email", "timezone": "Mars/Olympus", "phone": "call me", "color": "red"},
+        json={
+            "email": "not-an-email",
+            "timezone": "Mars/Olympus",
+            "phone": "call me",
+            "color": "red",
+        },
         headers=tenant.headers(),
     )
     fields = problems(response)
@@ -65,14 +75,21 @@ async def test_channel_credentials_are_encrypted_and_never_returned(
     listed = await api.get("/v1/channels", headers=tenant.headers())
     assert "hunter2" not in listed.text
     async with sessions() as session:
-        row = (await session.execute(select(Channel).where(Channel.tenant_id == tenant.id))).scalar_one()
+        row = (
+            await session.execute(select(Channel).where(Channel.tenant_id == tenant.id))
+        ).scalar_one()
     assert "hunter2" not in str(row.config) + (row.sealed_credentials or "")
 
 
-async def test_channel_config_errors_name_the_field(api: httpx.AsyncClient, tenant: TenantKeys) -> None:
+async def test_channel_config_errors_name_the_field(
+    api: httpx.AsyncClient, tenant: TenantKeys
+) -> None:
     response = await api.put(
         "/v1/channels/mail",
-        json={"type": "email", "config": {"host": "smtp.example.com", "port": 70000, "from_address": "x"}},
+        json={
+            "type": "email",
+            "config": {"host": "smtp.example.com", "port": 70000, "from_address": "x"},
+        },
         headers=tenant.headers(),
     )
     fields = problems(response)
@@ -80,20 +97,26 @@ async def test_channel_config_errors_name_the_field(api: httpx.AsyncClient, tena
     assert "body.email.config.from_address" in fields
     unknown = await api.put("/v1/channels/x", json={"type": "pigeon"}, headers=tenant.headers())
     assert unknown.status_code == 422
-    reserved = await api.put("/v1/channels/last_used", json={"type": "log"}, headers=tenant.headers())
+    reserved = await api.put(
+        "/v1/channels/last_used", json={"type": "log"}, headers=tenant.headers()
+    )
     assert problems(reserved) == {"path.channel_id": "'last_used' is reserved"}
 
 
 async def test_secrets_are_write_only(
     api: httpx.AsyncClient, tenant: TenantKeys, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    put = await api.put("/v1/secrets/ITSM_TOKEN", json={"value": "tok-123"}, headers=tenant.headers())
+    put = await api.put(
+        "/v1/secrets/ITSM_TOKEN", json={"value": "tok-123"}, headers=tenant.headers()
+    )
     assert put.status_code == 204
     names = await api.get("/v1/secrets", headers=tenant.headers())
     assert [s["name"] for s in names.json()] == ["ITSM_TOKEN"]
     assert "tok-123" not in names.text
     async with sessions() as session:
-        stored = (await session.execute(select(Secret).where(Secret.tenant_id == tenant.id))).scalar_one()
+        stored = (
+            await session.execute(select(Secret).where(Secret.tenant_id == tenant.id))
+        ).scalar_one()
     assert "tok-123" not in stored.sealed_value
     bad_name = await api.put("/v1/secrets/has-dash", json={"value": "x"}, headers=tenant.headers())
     assert "path.name" in problems(bad_name)
@@ -101,7 +124,9 @@ async def test_secrets_are_write_only(
     assert "body.value" in problems(empty)
 
 
-async def test_requests_without_a_valid_key_are_401(api: httpx.AsyncClient, tenant: TenantKeys) -> None:
+async def test_requests_without_a_valid_key_are_401(
+    api: httpx.AsyncClient, tenant: TenantKeys
+) -> None:
     assert (await api.get("/v1/contacts/ada")).status_code == 401
     wrong = await api.get("/v1/contacts/ada", headers={"Authorization": "Bearer nk_wrong"})
     assert wrong.status_code == 401
@@ -110,9 +135,15 @@ async def test_requests_without_a_valid_key_are_401(api: httpx.AsyncClient, tena
 
 async def test_roles_are_enforced(api: httpx.AsyncClient, tenant: TenantKeys) -> None:
     channel = {"type": "log"}
-    assert (await api.put("/v1/channels/c", json=channel, headers=tenant.headers("agent"))).status_code == 403
-    assert (await api.put("/v1/channels/c", json=channel, headers=tenant.headers("service"))).status_code == 403
-    assert (await api.put("/v1/channels/c", json=channel, headers=tenant.headers("admin"))).status_code == 200
+    assert (
+        await api.put("/v1/channels/c", json=channel, headers=tenant.headers("agent"))
+    ).status_code == 403
+    assert (
+        await api.put("/v1/channels/c", json=channel, headers=tenant.headers("service"))
+    ).status_code == 403
+    assert (
+        await api.put("/v1/channels/c", json=channel, headers=tenant.headers("admin"))
+    ).status_code == 200
     agent_contact = await api.put("/v1/contacts/ada", json=ADA, headers=tenant.headers("agent"))
     assert agent_contact.status_code == 403
     service_contact = await api.put("/v1/contacts/ada", json=ADA, headers=tenant.headers("service"))
@@ -128,7 +159,12 @@ async def test_another_tenants_objects_are_not_found(
     await api.put("/v1/channels/ops", json={"type": "log"}, headers=acme.headers())
     await api.put("/v1/secrets/TOKEN", json={"value": "acme-only"}, headers=acme.headers())
 
-    for path in ("/v1/contacts/ada", "/v1/contacts/ada/messages", "/v1/groups/approvers", "/v1/channels/ops"):
+    for path in (
+        "/v1/contacts/ada",
+        "/v1/contacts/ada/messages",
+        "/v1/groups/approvers",
+        "/v1/channels/ops",
+    ):
         assert (await api.get(path, headers=globex.headers())).status_code == 404, path
     assert (await api.get("/v1/channels", headers=globex.headers())).json() == []
     assert (await api.get("/v1/secrets", headers=globex.headers())).json() == []

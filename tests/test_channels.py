@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from nudge.activities.channels.base import (
 from nudge.activities.channels.email import EmailChannel, build_email, message_id, subject
 from nudge.activities.channels.log import LogChannel
 from nudge.activities.channels.registry import build_sender
-from nudge.activities.channels.webhook import WebhookChannel
+from nudge.activities.channels.webhook import WebhookChannel, encode_body
 from nudge.models.channels import EmailConfig, WebhookConfig
 from nudge.models.messages import Button, Card, CardMessage, Image, ImageMessage, TextMessage
 from tests.utils.receivers import (
@@ -34,9 +34,6 @@ from tests.utils.receivers import (
     free_port,
     make_self_signed_cert,
     server_tls_context,
-    smtp_sink,  # noqa: F401
-    starttls_smtp_sink,  # noqa: F401
-    webhook_receiver,  # noqa: F401
 )
 
 ADA = Recipient(external_id="u1", name="Ada Lovelace", email="ada@example.com")
@@ -47,6 +44,7 @@ FOLLOWUP_SOURCE = {
     "attempt": 1,
     "attempts": 3,
 }
+TEXT = TextMessage(text="Invoice INC001 is overdue\nPlease pay today.")
 CARD = CardMessage(
     card=Card(
         title="Invoice INC001 is overdue",
@@ -70,7 +68,7 @@ def outbound(
         channel="ops",
         idempotency_key=key,
         recipient=recipient,
-        message=message or TextMessage(text="Invoice INC001 is overdue\nPlease pay today."),
+        message=message or TEXT,
         source=FOLLOWUP_SOURCE,
     )
 
@@ -81,11 +79,19 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.fixture
+def starttls_smtp_sink(tmp_path: Path) -> Iterator[SmtpSink]:
+    """An SMTP sink that requires STARTTLS, with a self-signed certificate."""
+    context = server_tls_context(*make_self_signed_cert(tmp_path))
+    with SmtpSink(tls_context=context, require_starttls=True) as sink:
+        yield sink
+
+
 def webhook(url: str, http: httpx.AsyncClient, **config: Any) -> WebhookChannel:
     return WebhookChannel(WebhookConfig.model_validate({"url": url, **config}), http)
 
 
-def email(port: int, **config: Any) -> EmailChannel:
+def email_config(port: int, **config: Any) -> EmailConfig:
     settings = {
         "host": "127.0.0.1",
         "port": port,
@@ -94,7 +100,11 @@ def email(port: int, **config: Any) -> EmailChannel:
         "from_name": "Nudge",
         "timeout_seconds": 5,
     }
-    return EmailChannel(EmailConfig.model_validate({**settings, **config}))
+    return EmailConfig.model_validate({**settings, **config})
+
+
+def email(port: int, **config: Any) -> EmailChannel:
+    return EmailChannel(email_config(port, **config))
 
 
 def parts(message: EmailMessage) -> tuple[str, str]:
@@ -155,7 +165,7 @@ async def test_webhook_without_secret_sends_no_signature_header(
 
     [request] = webhook_receiver.requests
     assert "x-nudge-signature" not in request.headers
-    assert request.json["message"] == {"kind": "text", "text": outbound().message.text}  # type: ignore[union-attr]
+    assert request.json["message"] == {"kind": "text", "text": TEXT.text}
 
 
 async def test_webhook_retry_sends_same_key_and_same_bytes(
@@ -305,7 +315,7 @@ def test_email_html_escapes_text_and_links_only_web_addresses() -> None:
         )
     )
 
-    html = parts(build_email(outbound(card), email(25)._config))[1]
+    html = parts(build_email(outbound(card), email_config(25)))[1]
 
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
@@ -365,7 +375,9 @@ async def test_email_over_implicit_tls(tmp_path: Path) -> None:
         assert len(sink.messages) == 1
 
 
-async def test_email_logs_in_with_the_password_from_credentials(tmp_path: Path) -> None:
+async def test_email_logs_in_with_the_password_from_credentials(
+    tmp_path: Path, http: httpx.AsyncClient
+) -> None:
     context = server_tls_context(*make_self_signed_cert(tmp_path))
     with SmtpSink(tls_context=context, require_starttls=True, login=("nudge", "pw")) as sink:
         settings = {
@@ -375,7 +387,7 @@ async def test_email_logs_in_with_the_password_from_credentials(tmp_path: Path) 
             "username": "nudge",
             "from_address": "noreply@nudge.example.com",
         }
-        channel = build_sender("email", settings, {"password": "pw"}, httpx.AsyncClient())
+        channel = build_sender("email", settings, {"password": "pw"}, http)
 
         await channel.send(outbound())
 
@@ -453,8 +465,8 @@ async def test_registry_builds_each_channel_type(http: httpx.AsyncClient) -> Non
     assert isinstance(build_sender("log", {}, {}, http), LogChannel)
     webhook_config = {"url": "https://hooks.example.com/x"}
     assert isinstance(build_sender("webhook", webhook_config, {}, http), WebhookChannel)
-    email_config = {"host": "smtp.example.com", "from_address": "a@example.com"}
-    assert isinstance(build_sender("email", email_config, {}, http), EmailChannel)
+    smtp_config = {"host": "smtp.example.com", "from_address": "a@example.com"}
+    assert isinstance(build_sender("email", smtp_config, {}, http), EmailChannel)
 
 
 async def test_registry_passes_credentials_to_the_channel(
@@ -486,8 +498,6 @@ async def test_registry_refuses_unknown_type_and_invalid_config(
 
 
 def test_webhook_body_is_compact_utf8_json() -> None:
-    from nudge.activities.channels.webhook import encode_body
-
     body = encode_body(outbound(TextMessage(text="Relance: ça presse")))
 
     assert "ça presse".encode() in body

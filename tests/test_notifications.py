@@ -23,6 +23,7 @@ from nudge.security import SecretBox
 from nudge.settings import Settings
 from nudge.workers.worker import build_worker
 from tests.conftest import TenantKeys, problems
+from tests.utils.histories import keep_history
 from tests.utils.receivers import SmtpSink, WebhookReceiver
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -30,23 +31,33 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 async def _contact(api: httpx.AsyncClient, tenant: TenantKeys, external_id: str = "ada") -> None:
     body = {"name": "Ada", "email": "ada@example.com"}
-    assert (await api.put(f"/v1/contacts/{external_id}", json=body, headers=tenant.headers())).status_code == 200
+    assert (
+        await api.put(f"/v1/contacts/{external_id}", json=body, headers=tenant.headers())
+    ).status_code == 200
 
 
 async def _webhook(
-    api: httpx.AsyncClient, tenant: TenantKeys, receiver: WebhookReceiver, secret: str | None = "s3cret"
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    receiver: WebhookReceiver,
+    secret: str | None = "s3cret",
 ) -> None:
     config: dict[str, Any] = {"url": receiver.url}
     if secret:
         config["secret"] = secret
     response = await api.put(
-        "/v1/channels/ops-webhook", json={"type": "webhook", "config": config}, headers=tenant.headers()
+        "/v1/channels/ops-webhook",
+        json={"type": "webhook", "config": config},
+        headers=tenant.headers(),
     )
     assert response.status_code == 200, response.text
 
 
 async def _notify(
-    api: httpx.AsyncClient, tenant: TenantKeys, text: str = "Hello {{ contact.name }}", channel: str = "ops-webhook"
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    text: str = "Hello {{ contact.name }}",
+    channel: str = "ops-webhook",
 ) -> dict[str, Any]:
     response = await api.post(
         "/v1/notifications",
@@ -64,7 +75,10 @@ async def _finish(env: WorkflowEnvironment, workflow_id: str) -> None:
 
 
 async def test_notification_reaches_the_webhook_signed_and_lands_in_history(
-    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver, time_env: WorkflowEnvironment
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
 ) -> None:
     await _contact(api, tenant)
     await _webhook(api, tenant, webhook_receiver)
@@ -87,15 +101,26 @@ async def test_notification_reaches_the_webhook_signed_and_lands_in_history(
     assert status.json()["status"] == "sent"
     history = await api.get("/v1/contacts/ada/messages", headers=tenant.headers())
     [message] = history.json()["items"]
-    assert (message["direction"], message["text"], message["channel"]) == ("outgoing", "Hello Ada", "ops-webhook")
+    assert (message["direction"], message["text"], message["channel"]) == (
+        "outgoing",
+        "Hello Ada",
+        "ops-webhook",
+    )
 
 
 async def test_notification_reaches_the_smtp_server_as_text_and_html(
     api: httpx.AsyncClient, tenant: TenantKeys, smtp_sink: SmtpSink, time_env: WorkflowEnvironment
 ) -> None:
     await _contact(api, tenant)
-    config = {"host": "127.0.0.1", "port": smtp_sink.port, "security": "none", "from_address": "nudge@example.com"}
-    await api.put("/v1/channels/mail", json={"type": "email", "config": config}, headers=tenant.headers())
+    config = {
+        "host": "127.0.0.1",
+        "port": smtp_sink.port,
+        "security": "none",
+        "from_address": "nudge@example.com",
+    }
+    await api.put(
+        "/v1/channels/mail", json={"type": "email", "config": config}, headers=tenant.headers()
+    )
     card = {
         "kind": "card",
         "card": {"title": "Approval needed for {{ contact.name }}", "text": "INC0012 <urgent>"},
@@ -117,7 +142,10 @@ async def test_notification_reaches_the_smtp_server_as_text_and_html(
 
 
 async def test_provider_4xx_fails_at_once_with_the_providers_answer(
-    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver, time_env: WorkflowEnvironment
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
 ) -> None:
     await _contact(api, tenant)
     await _webhook(api, tenant, webhook_receiver)
@@ -125,9 +153,12 @@ async def test_provider_4xx_fails_at_once_with_the_providers_answer(
     queued = await _notify(api, tenant)
     with pytest.raises(WorkflowFailureError):
         await _finish(time_env, queued["workflow_id"])
+    await keep_history(time_env.client.get_workflow_handle(queued["workflow_id"]), "notification-failed")
 
     assert len(webhook_receiver.requests) == 1
-    status = (await api.get(f"/v1/notifications/{queued['id']}", headers=tenant.headers("service"))).json()
+    status = (
+        await api.get(f"/v1/notifications/{queued['id']}", headers=tenant.headers("service"))
+    ).json()
     assert status["status"] == "failed"
     assert "422" in status["error"]
     history = await api.get("/v1/contacts/ada/messages", headers=tenant.headers())
@@ -135,7 +166,10 @@ async def test_provider_4xx_fails_at_once_with_the_providers_answer(
 
 
 async def test_provider_5xx_is_retried_with_the_same_idempotency_key(
-    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver, time_env: WorkflowEnvironment
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
 ) -> None:
     await _contact(api, tenant)
     await _webhook(api, tenant, webhook_receiver)
@@ -154,7 +188,9 @@ class CrashAfterProviderAccepted(Deliverer):
 
     crashed = False
 
-    async def _record(self, delivery_id: str, contact: Contact, outbound: Outbound, after_sent: AfterSent | None) -> None:
+    async def _record(
+        self, delivery_id: str, contact: Contact, outbound: Outbound, after_sent: AfterSent | None
+    ) -> None:
         if not CrashAfterProviderAccepted.crashed:
             CrashAfterProviderAccepted.crashed = True
             raise RuntimeError("worker lost its database connection")
@@ -163,10 +199,15 @@ class CrashAfterProviderAccepted(Deliverer):
 
 @pytest.fixture
 async def crashing_worker(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], box: SecretBox, time_env: WorkflowEnvironment
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    box: SecretBox,
+    time_env: WorkflowEnvironment,
 ) -> AsyncIterator[None]:
     async with httpx.AsyncClient() as http:
-        activities = NotificationActivities(sessions, CrashAfterProviderAccepted(sessions, box, http))
+        activities = NotificationActivities(
+            sessions, CrashAfterProviderAccepted(sessions, box, http)
+        )
         worker = build_worker(
             time_env.client,
             settings.task_queue + "-crash",
@@ -196,9 +237,11 @@ async def test_delivery_retried_after_the_provider_accepted_does_not_send_again(
     history = await api.get("/v1/contacts/ada/messages", headers=tenant.headers())
     assert len(history.json()["items"]) == 1
     async with sessions() as session:
-        delivery = (await session.execute(
-            Delivery.__table__.select().where(Delivery.tenant_id == tenant.id)
-        )).one()
+        delivery = (
+            await session.execute(
+                Delivery.__table__.select().where(Delivery.tenant_id == tenant.id)
+            )
+        ).one()
     assert (delivery.status, delivery.tries) == ("sent", 1)
 
 
@@ -213,7 +256,11 @@ async def test_last_used_sends_on_the_channel_the_contact_last_wrote_from(
     await _webhook(api, tenant, webhook_receiver)
     refused = await api.post(
         "/v1/notifications",
-        json={"contact_id": "ada", "channel": "last_used", "message": {"kind": "text", "text": "hi"}},
+        json={
+            "contact_id": "ada",
+            "channel": "last_used",
+            "message": {"kind": "text", "text": "hi"},
+        },
         headers=tenant.headers("service"),
     )
     assert "body.channel" in problems(refused)
@@ -228,20 +275,26 @@ async def test_last_used_sends_on_the_channel_the_contact_last_wrote_from(
     assert len(webhook_receiver.requests) == 1
 
 
-async def test_bad_notifications_are_refused_naming_the_field(api: httpx.AsyncClient, tenant: TenantKeys) -> None:
+async def test_bad_notifications_are_refused_naming_the_field(
+    api: httpx.AsyncClient, tenant: TenantKeys
+) -> None:
     await _contact(api, tenant)
     send = {"contact_id": "ghost", "channel": "nowhere", "message": {"kind": "text", "text": "hi"}}
-    assert problems(await api.post("/v1/notifications", json=send, headers=tenant.headers("service"))) == {
-        "body.contact_id": "no contact with external id 'ghost'"
-    }
+    assert problems(
+        await api.post("/v1/notifications", json=send, headers=tenant.headers("service"))
+    ) == {"body.contact_id": "no contact with external id 'ghost'"}
     send["contact_id"] = "ada"
-    assert "body.channel" in problems(await api.post("/v1/notifications", json=send, headers=tenant.headers("service")))
+    assert "body.channel" in problems(
+        await api.post("/v1/notifications", json=send, headers=tenant.headers("service"))
+    )
     send["message"] = {"kind": "text", "text": "Hello {{ contact.name "}
     assert "body.message.text.text" in problems(
         await api.post("/v1/notifications", json=send, headers=tenant.headers("service"))
     )
     send["message"] = {"kind": "fax", "text": "hi"}
-    assert (await api.post("/v1/notifications", json=send, headers=tenant.headers("service"))).status_code == 422
+    assert (
+        await api.post("/v1/notifications", json=send, headers=tenant.headers("service"))
+    ).status_code == 422
 
 
 async def test_agents_cannot_send_and_other_tenants_cannot_read(
@@ -252,15 +305,26 @@ async def test_agents_cannot_send_and_other_tenants_cannot_read(
 ) -> None:
     await _contact(api, tenant)
     await _webhook(api, tenant, webhook_receiver)
-    send = {"contact_id": "ada", "channel": "ops-webhook", "message": {"kind": "text", "text": "hi"}}
-    assert (await api.post("/v1/notifications", json=send, headers=tenant.headers("agent"))).status_code == 403
+    send = {
+        "contact_id": "ada",
+        "channel": "ops-webhook",
+        "message": {"kind": "text", "text": "hi"},
+    }
+    assert (
+        await api.post("/v1/notifications", json=send, headers=tenant.headers("agent"))
+    ).status_code == 403
     queued = await _notify(api, tenant)
     other: TenantKeys = await make_tenant()
-    assert (await api.get(f"/v1/notifications/{queued['id']}", headers=other.headers())).status_code == 404
+    assert (
+        await api.get(f"/v1/notifications/{queued['id']}", headers=other.headers())
+    ).status_code == 404
 
 
 async def test_operators_find_the_run_by_tenant_kind_and_contact(
-    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver, time_env: WorkflowEnvironment
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
 ) -> None:
     await _contact(api, tenant)
     await _webhook(api, tenant, webhook_receiver)
@@ -268,6 +332,7 @@ async def test_operators_find_the_run_by_tenant_kind_and_contact(
     assert queued["workflow_id"] == f"notification/{tenant.slug}/{queued['id']}"
     handle = time_env.client.get_workflow_handle(queued["workflow_id"])
     await handle.result()
+    await keep_history(handle, "notification-sent")
     description = await handle.describe()
     attributes = description.typed_search_attributes
     assert attributes.get(TENANT) == tenant.slug

@@ -8,14 +8,11 @@ from temporalio.exceptions import ApplicationError
 
 from nudge.activities.channels.base import Outbound, Recipient
 from nudge.activities.delivery import Deliverer
-from nudge.models.messages import MessageTemplate, render_message
+from nudge.models.messages import parse_message, render_message
 from nudge.models.payloads import DeliverNotificationInput, DeliveryResult, NotificationFailureInput
 from nudge.models.tables import Contact, Delivery, Notification, Tenant, utcnow
 from nudge.store.directory import find_channel
 from nudge.templating import TemplateProblem
-from pydantic import TypeAdapter
-
-_template = TypeAdapter[MessageTemplate](MessageTemplate)
 
 
 def contact_context(contact: Contact) -> dict[str, object]:
@@ -62,7 +59,7 @@ class NotificationActivities:
             )
         try:
             message = render_message(
-                _template.validate_python(notification.message),
+                parse_message(notification.message),
                 {"contact": contact_context(contact)},
             )
         except TemplateProblem as exc:

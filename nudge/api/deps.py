@@ -63,9 +63,10 @@ def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
 
     async def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
         if principal.role not in allowed:
+            needs = " or ".join(sorted(allowed))
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
-                detail=f"a {principal.role} key cannot do this; it needs: {', '.join(sorted(allowed))}",
+                detail=f"a {principal.role} key cannot do this; needs {needs}",
             )
         return principal
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from nudge.templating import check_template, render
 
@@ -56,7 +56,12 @@ class CardMessage(_Strict):
     @field_validator("card")
     @classmethod
     def _templates_compile(cls, card: Card) -> Card:
-        for source in (card.title, card.text, card.image_url or "", *(b.label for b in card.buttons)):
+        for source in (
+            card.title,
+            card.text,
+            card.image_url or "",
+            *(b.label for b in card.buttons),
+        ):
             check_template(source)
         return card
 
@@ -73,7 +78,15 @@ class ImageMessage(_Strict):
         return image
 
 
-MessageTemplate = Annotated[TextMessage | CardMessage | ImageMessage, Field(discriminator="kind")]
+AnyMessage = TextMessage | CardMessage | ImageMessage
+MessageTemplate = Annotated[AnyMessage, Field(discriminator="kind")]
+# mypy cannot see through an Annotated union given to TypeAdapter.
+_message_adapter: TypeAdapter[AnyMessage] = TypeAdapter(MessageTemplate)  # type: ignore[arg-type]
+
+
+def parse_message(data: Any) -> AnyMessage:
+    """A stored message definition (JSON) back as its model."""
+    return _message_adapter.validate_python(data)
 
 
 def render_message(
@@ -96,7 +109,9 @@ def render_message(
             )
         )
     return ImageMessage(
-        image=Image(url=render(template.image.url, context), caption=render(template.image.caption, context))
+        image=Image(
+            url=render(template.image.url, context), caption=render(template.image.caption, context)
+        )
     )
 
 

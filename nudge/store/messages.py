@@ -30,9 +30,7 @@ async def history_page(
     query = select(Message).where(Message.tenant_id == tenant_id, Message.contact_id == contact_id)
     if cursor is not None:
         at, message_id = decode_cursor(cursor)
-        query = query.where(
-            or_(Message.at < at, and_(Message.at == at, Message.id < message_id))
-        )
+        query = query.where(or_(Message.at < at, and_(Message.at == at, Message.id < message_id)))
     query = query.order_by(Message.at.desc(), Message.id.desc()).limit(limit + 1)
     rows = list((await session.execute(query)).scalars())
     more = len(rows) > limit

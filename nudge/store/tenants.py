@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,7 +30,8 @@ class Principal:
 async def create_tenant(session: AsyncSession, slug: str, name: str | None = None) -> Tenant:
     if not TENANT_SLUG.match(slug):
         raise InvalidInput.at(
-            ("slug",), "use 2-63 lowercase letters, digits and dashes, starting with a letter or digit"
+            ("slug",),
+            "use 2-63 lowercase letters, digits and dashes, starting with a letter or digit",
         )
     if await find_tenant(session, slug) is not None:
         raise Conflict(f"tenant {slug!r} already exists")
@@ -72,4 +73,4 @@ async def authenticate(session: AsyncSession, key: str) -> Principal | None:
     if row is None:
         return None
     role, tenant_id, slug = row
-    return Principal(tenant_id=tenant_id, tenant=slug, role=role)
+    return Principal(tenant_id=tenant_id, tenant=slug, role=cast(Role, role))

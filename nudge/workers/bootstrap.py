@@ -27,7 +27,9 @@ async def create_key(settings: Settings, slug: str, role: str) -> str:
         await engine.dispose()
 
 
-async def ensure_demo_tenant(settings: Settings, key_file_name: str = "demo-api-key") -> tuple[str, bool]:
+async def ensure_demo_tenant(
+    settings: Settings, key_file_name: str = "demo-api-key"
+) -> tuple[str, bool]:
     """The demo tenant's admin key, creating both on first start.
 
     The key is kept in a file under the data dir (development only) so that later

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import shutil
 import signal
@@ -94,6 +95,7 @@ class DevStack:
         if problem is not None:
             _say(problem)
             return 2
+        _quiet_supervisor_logs()
         previous = self._install_signal_handlers()
         try:
             return self._start_and_supervise()
@@ -304,6 +306,8 @@ class DevStack:
         """API and worker first, then Temporal; SIGKILL for anything left after 8 s."""
         if not self._children:
             return
+        if self._stop_signal is not None:
+            _say("stopping: the API and the worker, then Temporal")
         started = time.monotonic()
         apps = [c for c in self._children if c is not self._temporal]
         _terminate(apps, until=started + APPS_STOP_SECONDS)
@@ -355,6 +359,13 @@ def _die_with_parent() -> Callable[[], None] | None:
             os._exit(1)
 
     return preexec
+
+
+def _quiet_supervisor_logs() -> None:
+    # The health polls and Alembic's plugin set-up would log a line each at INFO; the
+    # terminal is for the children's logs.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def _restore_signal_handlers(previous: dict[int, SignalHandler]) -> None:

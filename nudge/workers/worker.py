@@ -61,7 +61,9 @@ async def worker_resources(settings: Settings) -> AsyncIterator[list[Any]]:
     # Our own retries are Temporal's: the HTTP client never retries by itself.
     async with httpx.AsyncClient(follow_redirects=False) as http:
         try:
-            yield activities_for(session_factory(engine), SecretBox(settings.secret_key_value()), http)
+            yield activities_for(
+                session_factory(engine), SecretBox(settings.secret_key_value()), http
+            )
         finally:
             await engine.dispose()
 
@@ -74,7 +76,9 @@ async def run_worker(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info("worker polling task queue %r on %s", settings.task_queue, settings.temporal_address)
+        log.info(
+            "worker polling task queue %r on %s", settings.task_queue, settings.temporal_address
+        )
         async with worker:
             await stop.wait()
         log.info("worker stopped")

@@ -7,7 +7,9 @@ and plain synchronous code alike. Use them as context managers or through the
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import ipaddress
 import json
 import socket
@@ -125,7 +127,9 @@ class WebhookReceiver(_Server):
 
     def start(self) -> None:
         self._server = ThreadingHTTPServer((HOST, 0), self._handler_class())
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # A short poll interval keeps stop() (and so each test's teardown) fast.
+        serve = functools.partial(self._server.serve_forever, poll_interval=0.02)
+        threading.Thread(target=serve, daemon=True).start()
 
     def stop(self) -> None:
         if self._server is not None:
@@ -160,6 +164,11 @@ class WebhookReceiver(_Server):
                     )
                 )
                 time.sleep(reply.delay_seconds)
+                # A client that timed out during the delay has hung up: that is the test's point.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self._send(reply)
+
+            def _send(self, reply: Reply) -> None:
                 payload = reply.body.encode()
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
@@ -209,7 +218,8 @@ class _SinkHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         raw = bytes(envelope.content)
-        message = BytesParser(policy=policy.default).parsebytes(raw)
+        # Parsed with plain newlines so tests compare text without the wire's CRLFs.
+        message = BytesParser(policy=policy.default).parsebytes(raw.replace(b"\r\n", b"\n"))
         self._sink.record(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), message, raw))
         return "250 2.0.0 Ok: queued as NUDGETEST"
 
@@ -292,8 +302,8 @@ class SmtpSink(_Server):
             accepted = (
                 auth_data.login.decode() == username and auth_data.password.decode() == password
             )
-            return AuthResult(success=accepted)
-        return AuthResult(success=False)
+            return AuthResult(success=accepted, handled=False)
+        return AuthResult(success=False, handled=False)
 
 
 # --- TLS --------------------------------------------------------------------------------------
@@ -351,12 +361,4 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 @pytest.fixture
 def smtp_sink() -> Iterator[SmtpSink]:
     with SmtpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
-def starttls_smtp_sink(tmp_path: Path) -> Iterator[SmtpSink]:
-    """An SMTP sink that requires STARTTLS, with a self-signed certificate."""
-    context = server_tls_context(*make_self_signed_cert(tmp_path))
-    with SmtpSink(tls_context=context, require_starttls=True) as sink:
         yield sink

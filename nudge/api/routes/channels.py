@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path
 
 from nudge.api.deps import AdminDep, SecretBoxDep, SessionDep
+from nudge.errors import InvalidInput
 from nudge.models.channels import CHANNEL_SLUG, LAST_USED, ChannelIn, ChannelPublic
 from nudge.models.tables import Channel
-from nudge.errors import InvalidInput
 from nudge.security import SecretBox
 from nudge.store.directory import channel_credentials, get_channel, list_channels, put_channel
 
@@ -18,12 +18,23 @@ router = APIRouter(prefix="/v1/channels", tags=["channels"])
 ChannelId = Annotated[str, Path(pattern=CHANNEL_SLUG, description="Your name for the channel.")]
 
 _EXAMPLES = {
-    "webhook": {"value": {"type": "webhook", "config": {"url": "https://example.com/hook", "secret": "s3cret"}}},
+    "webhook": {
+        "value": {
+            "type": "webhook",
+            "config": {"url": "https://example.com/hook", "secret": "s3cret"},
+        }
+    },
     "email": {
         "value": {
             "type": "email",
-            "config": {"host": "smtp.example.com", "port": 587, "security": "starttls",
-                       "username": "nudge", "password": "…", "from_address": "nudge@example.com"},
+            "config": {
+                "host": "smtp.example.com",
+                "port": 587,
+                "security": "starttls",
+                "username": "nudge",
+                "password": "…",
+                "from_address": "nudge@example.com",
+            },
         }
     },
     "log": {"value": {"type": "log"}},
@@ -43,7 +54,7 @@ def channel_public(channel: Channel, box: SecretBox) -> ChannelPublic:
 @router.put("/{channel_id}")
 async def upsert_channel(
     channel_id: ChannelId,
-    body: Annotated[ChannelIn, Body(openapi_examples=_EXAMPLES)],  # type: ignore[arg-type]
+    body: Annotated[ChannelIn, Body(openapi_examples=_EXAMPLES)],
     principal: AdminDep,
     session: SessionDep,
     box: SecretBoxDep,
@@ -57,7 +68,9 @@ async def upsert_channel(
 
 
 @router.get("")
-async def read_channels(principal: AdminDep, session: SessionDep, box: SecretBoxDep) -> list[ChannelPublic]:
+async def read_channels(
+    principal: AdminDep, session: SessionDep, box: SecretBoxDep
+) -> list[ChannelPublic]:
     """Every channel of the tenant."""
     return [channel_public(c, box) for c in await list_channels(session, principal.tenant_id)]
 

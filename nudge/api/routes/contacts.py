@@ -15,7 +15,9 @@ from nudge.store.messages import history_page
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
 
-ExternalId = Annotated[str, Path(min_length=1, max_length=200, description="The contact's id in your systems.")]
+ExternalId = Annotated[
+    str, Path(min_length=1, max_length=200, description="The contact's id in your systems.")
+]
 
 
 def contact_public(contact: Contact) -> ContactPublic:
@@ -51,7 +53,9 @@ async def read_history(
     """The contact's conversation history, newest first."""
     contact = await get_contact(session, principal.tenant_id, external_id)
     try:
-        rows, next_cursor = await history_page(session, principal.tenant_id, contact.id, limit, cursor)
+        rows, next_cursor = await history_page(
+            session, principal.tenant_id, contact.id, limit, cursor
+        )
     except ValueError as exc:
         raise InvalidInput.at(("query", "cursor"), str(exc)) from None
     return MessagePage(

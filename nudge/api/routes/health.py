@@ -29,5 +29,6 @@ async def healthz(session: SessionDep, temporal: TemporalDep) -> JSONResponse:
         checks["temporal"] = f"unreachable: {type(exc).__name__}"
     healthy = all(v == "ok" for v in checks.values())
     return JSONResponse(
-        status_code=200 if healthy else 503, content={"status": "ok" if healthy else "degraded", **checks}
+        status_code=200 if healthy else 503,
+        content={"status": "ok" if healthy else "degraded", **checks},
     )

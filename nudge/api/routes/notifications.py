@@ -6,6 +6,7 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.api.deps import ServiceDep, SessionDep, SettingsDep, TemporalDep
 from nudge.errors import InvalidInput
@@ -18,7 +19,6 @@ from nudge.store.directory import find_channel, find_contact
 from nudge.store.notifications import get_notification
 from nudge.store.tenants import Principal
 from nudge.workflows.notification import SendNotification
-from sqlalchemy.ext.asyncio import AsyncSession
 
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def notification_public(n: Notification, contact: str, tenant: str) -> Notificat
         id=n.id,
         contact_id=contact,
         channel=n.channel,
-        status=n.status,  # type: ignore[arg-type]
+        status=n.status,
         error=n.error,
         delivered_on=n.resolved_channel,
         message=n.message,
@@ -44,7 +44,9 @@ async def _recipient_and_channel(
 ) -> tuple[Contact, str]:
     contact = await find_contact(session, principal.tenant_id, body.contact_id)
     if contact is None:
-        raise InvalidInput.at(("body", "contact_id"), f"no contact with external id {body.contact_id!r}")
+        raise InvalidInput.at(
+            ("body", "contact_id"), f"no contact with external id {body.contact_id!r}"
+        )
     channel = body.channel
     if channel == LAST_USED:
         if contact.last_channel is None:

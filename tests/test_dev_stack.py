@@ -1,0 +1,227 @@
+"""`nudge dev` end to end: real Temporal dev server, worker and API as child processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nudge.workers.ports import free_port
+
+pytestmark = pytest.mark.e2e
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+KEY_LINE = re.compile(r"Admin API key\s+(\S+)")
+
+
+@dataclass
+class DevRun:
+    process: subprocess.Popen[bytes]
+    api_port: int
+    ui_port: int
+    stdout: Path
+    stderr: Path
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def output(self) -> str:
+        return self.stdout.read_text(errors="replace")
+
+    def errors(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+    def demo_key(self) -> str:
+        found = KEY_LINE.search(self.output())
+        assert found, f"no demo key in the banner:\n{self.output()}"
+        return found.group(1)
+
+
+def dev_command(data_dir: Path, api_port: int, temporal_port: int, ui_port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "nudge", "dev",
+        "--api-port", str(api_port),
+        "--temporal-port", str(temporal_port),
+        "--ui-port", str(ui_port),
+        "--data-dir", str(data_dir),
+    ]  # fmt: skip
+
+
+def hermetic_env() -> dict[str, str]:
+    # The developer's own NUDGE_* settings (a PostgreSQL URL, a Temporal address) must not
+    # leak into a stack that is meant to run on the test's data dir.
+    return {k: v for k, v in os.environ.items() if not k.startswith("NUDGE_")}
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below `root`, found through the parent pid in /proc/*/stat."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # The command name may contain spaces and ")"; the fields after the last ")" don't.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        children = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= children
+        frontier = children
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
+def kill_all(pids: set[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running_dev(data_dir: Path, logs: Path) -> Iterator[DevRun]:
+    """`nudge dev` started and ready; whatever happens, nothing of it outlives the test."""
+    api_port, temporal_port, ui_port = distinct_free_ports(3)
+    logs.mkdir(parents=True, exist_ok=True)
+    stdout, stderr = logs / "stdout.log", logs / "stderr.log"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(
+            dev_command(data_dir, api_port, temporal_port, ui_port),
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env=hermetic_env(),
+            start_new_session=True,
+        )
+    run = DevRun(process, api_port, ui_port, stdout, stderr)
+    seen: set[int] = set()
+    try:
+        wait_for_banner(run)
+        seen = descendants(process.pid)
+        yield run
+    finally:
+        seen |= descendants(process.pid)
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        kill_all({pid for pid in seen if alive(pid)})
+        process.wait(timeout=5)
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def wait_for_banner(run: DevRun) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while "Ctrl-C to stop" not in run.output():
+        code = run.process.poll()
+        assert code is None, f"nudge dev exited with {code}:\n{run.errors()[-3000:]}"
+        assert time.monotonic() < deadline, f"no banner in time:\n{run.errors()[-3000:]}"
+        time.sleep(0.2)
+
+
+def stop(run: DevRun, sig: signal.Signals) -> None:
+    """Send `sig` and check that the stack ends in time and leaves no process behind."""
+    tree = descendants(run.process.pid)
+    assert len(tree) >= 3, f"expected Temporal, worker and API under nudge dev, got {tree}"
+    started = time.monotonic()
+    run.process.send_signal(sig)
+    code = run.process.wait(timeout=STOP_TIMEOUT)
+    assert time.monotonic() - started < STOP_TIMEOUT
+    assert code == 0, run.errors()[-3000:]
+    left = {pid for pid in tree if alive(pid)}
+    assert not left, f"processes left behind: {left}"
+    assert "Traceback" not in run.errors()
+
+
+def get_contact(run: DevRun, key: str) -> int:
+    response = httpx.get(
+        f"{run.api}/v1/contacts/nobody", headers={"Authorization": f"Bearer {key}"}, timeout=10
+    )
+    return response.status_code
+
+
+def ui_status(port: int) -> int:
+    # The Web UI may come up a moment after the gRPC port that `nudge dev` waits for.
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_dev_runs_the_stack_and_stops_on_sigint(tmp_path: Path) -> None:
+    with running_dev(tmp_path / "data", tmp_path / "logs") as run:
+        health = httpx.get(f"{run.api}/healthz", timeout=10)
+        assert health.status_code == 200
+        assert health.json()["status"] == "ok"
+        assert ui_status(run.ui_port) == 200
+
+        key = run.demo_key()
+        assert str(tmp_path / "data" / "demo-api-key") in run.output()
+        assert (tmp_path / "data" / "demo-api-key").read_text().strip() == key
+        assert get_contact(run, key) == 404
+        assert get_contact(run, key + "x") == 401
+
+        stop(run, signal.SIGINT)
+
+
+def test_second_start_reuses_the_data_and_sigterm_stops(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with running_dev(data_dir, tmp_path / "first") as first:
+        key = first.demo_key()
+        stop(first, signal.SIGTERM)
+
+    with running_dev(data_dir, tmp_path / "second") as second:
+        assert second.demo_key() == key
+        assert get_contact(second, key) == 404
+        stop(second, signal.SIGINT)
+    assert (data_dir / "temporal.db").exists()
+
+
+def test_busy_port_is_refused_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        temporal_port, ui_port = distinct_free_ports(2)
+        done = subprocess.run(
+            dev_command(tmp_path / "data", busy, temporal_port, ui_port),
+            capture_output=True,
+            text=True,
+            env=hermetic_env(),
+            timeout=30,
+            check=False,
+        )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"port {busy} is busy (--api-port)" in lines[0]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "data").exists(), "nothing may start before the ports are checked"
