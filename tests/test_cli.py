@@ -84,7 +84,14 @@ def test_migrate_brings_a_new_database_up_to_date(tmp_path: Path) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for command in (["dev"], ["api"], ["worker"], ["migrate"], ["tenant", "create"], ["key", "create"]):
+    for command in (
+        ["dev"],
+        ["api"],
+        ["worker"],
+        ["migrate"],
+        ["tenant", "create"],
+        ["key", "create"],
+    ):
         result = nudge(*command, "--help", env={})
         assert result.returncode == 0, command
         assert "Usage" in result.stdout

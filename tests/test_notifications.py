@@ -153,7 +153,9 @@ async def test_provider_4xx_fails_at_once_with_the_providers_answer(
     queued = await _notify(api, tenant)
     with pytest.raises(WorkflowFailureError):
         await _finish(time_env, queued["workflow_id"])
-    await keep_history(time_env.client.get_workflow_handle(queued["workflow_id"]), "notification-failed")
+    await keep_history(
+        time_env.client.get_workflow_handle(queued["workflow_id"]), "notification-failed"
+    )
 
     assert len(webhook_receiver.requests) == 1
     status = (
