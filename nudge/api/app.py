@@ -11,9 +11,19 @@ from temporalio.client import Client
 
 from nudge import __version__
 from nudge.api.errors import install_error_handlers
-from nudge.api.routes import channels, contacts, groups, health, notifications, secrets
+from nudge.api.routes import (
+    actions,
+    channels,
+    contacts,
+    events,
+    followups,
+    groups,
+    health,
+    notifications,
+    secrets,
+)
 from nudge.models.db import create_engine, session_factory
-from nudge.security import SecretBox
+from nudge.security import ActionTokens, SecretBox
 from nudge.settings import Settings
 from nudge.temporal_client import connect
 
@@ -43,6 +53,7 @@ def create_app(
         app.state.sessions = sessions or session_factory(engine)  # type: ignore[arg-type]
         app.state.temporal = temporal or await connect(settings)
         app.state.box = SecretBox(settings.secret_key_value())
+        app.state.tokens = ActionTokens(settings.secret_key_value())
         try:
             yield
         finally:
@@ -51,6 +62,17 @@ def create_app(
 
     app = FastAPI(title="Nudge", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
-    for module in (health, contacts, groups, channels, secrets, notifications):
+    routers = (
+        health,
+        contacts,
+        groups,
+        channels,
+        secrets,
+        notifications,
+        followups,
+        events,
+        actions,
+    )
+    for module in routers:
         app.include_router(module.router)
     return app

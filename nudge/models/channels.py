@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, SecretStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 CHANNEL_SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 LAST_USED = "last_used"
@@ -42,6 +52,31 @@ class EmailConfig(_Strict):
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 30
 
 
+_HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
+
+
+def _http_url(value: SecretStr) -> SecretStr:
+    """A secret that must be an http(s) URL; the error message never repeats the value."""
+    try:
+        _HTTP_URL.validate_python(value.get_secret_value())
+    except ValidationError:
+        raise ValueError("must be an http:// or https:// URL") from None
+    return value
+
+
+class SlackConfig(_Strict):
+    webhook_url: Annotated[SecretStr, AfterValidator(_http_url)] = Field(
+        description="The incoming-webhook URL Slack gave you; a credential, never returned."
+    )
+    username: Annotated[str, Field(min_length=1, max_length=80)] | None = Field(
+        default=None, description="Sender name shown in Slack (legacy webhooks only)."
+    )
+    icon_emoji: Annotated[str, Field(pattern=r"^:\S+:$")] | None = Field(
+        default=None, description="Sender icon, e.g. `:bell:` (legacy webhooks only)."
+    )
+    timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10
+
+
 class LogChannelIn(_Strict):
     type: Literal["log"]
     config: LogConfig = LogConfig()
@@ -57,10 +92,18 @@ class EmailChannelIn(_Strict):
     config: EmailConfig
 
 
-ChannelIn = Annotated[LogChannelIn | WebhookChannelIn | EmailChannelIn, Field(discriminator="type")]
+class SlackChannelIn(_Strict):
+    type: Literal["slack"]
+    config: SlackConfig
+
+
+ChannelIn = Annotated[
+    LogChannelIn | WebhookChannelIn | EmailChannelIn | SlackChannelIn,
+    Field(discriminator="type"),
+]
 
 # Fields of a config that are credentials: stored encrypted, never returned.
-CREDENTIAL_FIELDS = {"webhook": ("secret",), "email": ("password",)}
+CREDENTIAL_FIELDS = {"webhook": ("secret",), "email": ("password",), "slack": ("webhook_url",)}
 
 
 def split_credentials(channel: ChannelIn) -> tuple[dict[str, Any], dict[str, str]]:

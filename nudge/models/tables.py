@@ -191,3 +191,90 @@ class Message(Base):
     # The sender's own id for incoming events, so a repeated event is stored once.
     external_message_id: Mapped[str | None] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FollowUp(Base):
+    """A follow-up definition; its content lives in versions, the newest being current."""
+
+    __tablename__ = "followups"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="inactive")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class FollowUpVersion(Base):
+    """Every saved definition; a record run stays on the version it started with."""
+
+    __tablename__ = "followup_versions"
+
+    followup_id: Mapped[str] = mapped_column(
+        ForeignKey("followups.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FollowUpRecord(Base):
+    """One record of the external system being followed, keyed by its reconciliation id."""
+
+    __tablename__ = "followup_records"
+    __table_args__ = (
+        UniqueConstraint("followup_id", "reconciliation_id"),
+        Index("ix_followup_records_state", "followup_id", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    followup_id: Mapped[str] = mapped_column(ForeignKey("followups.id", ondelete="CASCADE"))
+    reconciliation_id: Mapped[str] = mapped_column(String(200))
+    # following → resolved | completed | stopped; a resolved record that comes back follows again.
+    state: Mapped[str] = mapped_column(String(16), default="following")
+    version: Mapped[int] = mapped_column(Integer)
+    # Counts the times this record started being followed, so each run has its own keys.
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    workflow_started: Mapped[bool] = mapped_column(default=False)
+    attempts_made: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    local: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # What went wrong for this record (unmatched recipients, failed sends), newest attempt.
+    problems: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Post-action stages already run ("after_each_attempt:2", ...), so a retry skips them.
+    actions_done: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ended_by: Mapped[str | None] = mapped_column(String(200))
+    end_reason: Mapped[str | None] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+
+class FollowUpRecipient(Base):
+    """Who was notified for a record, so a reply from them can end its follow-up."""
+
+    __tablename__ = "followup_recipients"
+
+    record_id: Mapped[str] = mapped_column(
+        ForeignKey("followup_records.id", ondelete="CASCADE"), primary_key=True
+    )
+    contact_id: Mapped[str] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class GlobalAttribute(Base):
+    """Tenant-wide attributes set by Set Attributes with scope `global`."""
+
+    __tablename__ = "global_attributes"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    value: Mapped[Any] = mapped_column(JsonType)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

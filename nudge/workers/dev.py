@@ -62,8 +62,13 @@ class Child:
 
     def describe_exit(self, code: int) -> str:
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
-        where = f"; see {self.log_file}" if self.log_file else ""
-        return f"{self.name} exited unexpectedly ({how}){where}"
+        message = f"{self.name} exited unexpectedly ({how})"
+        if self.log_file is not None:
+            # Its last words usually say why (a corrupt database, a port taken meanwhile).
+            last = _last_line(self.log_file)
+            message += f": {last}" if last else ""
+            message += f"; log in {self.log_file}"
+        return message
 
 
 class DevStack:
@@ -289,7 +294,8 @@ class DevStack:
         for child in self._children:
             code = child.exit_code()
             if code is not None:
-                raise StackError(child.describe_exit(code) + "; stopping the others")
+                others = "; stopping the others" if len(self._children) > 1 else ""
+                raise StackError(child.describe_exit(code) + others)
 
     def _install_signal_handlers(self) -> dict[int, SignalHandler]:
         previous: dict[int, SignalHandler] = {}
@@ -359,6 +365,16 @@ def _die_with_parent() -> Callable[[], None] | None:
             os._exit(1)
 
     return preexec
+
+
+def _last_line(path: Path) -> str:
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 4096))
+            lines = log.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
 def _quiet_supervisor_logs() -> None:

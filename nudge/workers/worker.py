@@ -16,24 +16,48 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from nudge.activities.delivery import Deliverer
+from nudge.activities.followups import FollowUpActivities
 from nudge.activities.notifications import NotificationActivities
 from nudge.models.db import create_engine, session_factory
-from nudge.security import SecretBox
+from nudge.security import ActionTokens, SecretBox
 from nudge.settings import Settings
 from nudge.temporal_client import connect
+from nudge.workflows.followup_poller import FollowUpPoller
+from nudge.workflows.followup_record import FollowUpRecord
 from nudge.workflows.notification import SendNotification
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS: Sequence[type] = (SendNotification,)
+WORKFLOWS: Sequence[type] = (SendNotification, FollowUpPoller, FollowUpRecord)
 
 
 def activities_for(
-    sessions: async_sessionmaker[AsyncSession], box: SecretBox, http: httpx.AsyncClient
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    box: SecretBox,
+    http: httpx.AsyncClient,
 ) -> list[Any]:
     deliverer = Deliverer(sessions, box, http)
     notifications = NotificationActivities(sessions, deliverer)
-    return [notifications.deliver_notification, notifications.record_notification_failure]
+    followups = FollowUpActivities(
+        sessions,
+        box,
+        http,
+        deliverer,
+        ActionTokens(settings.secret_key_value()),
+        public_url=settings.public_url,
+        task_queue=settings.task_queue,
+    )
+    return [
+        notifications.deliver_notification,
+        notifications.record_notification_failure,
+        followups.poll_followup,
+        followups.stop_followup_records,
+        followups.load_record_plan,
+        followups.run_attempt,
+        followups.run_actions,
+        followups.end_record,
+    ]
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:
@@ -61,9 +85,8 @@ async def worker_resources(settings: Settings) -> AsyncIterator[list[Any]]:
     # Our own retries are Temporal's: the HTTP client never retries by itself.
     async with httpx.AsyncClient(follow_redirects=False) as http:
         try:
-            yield activities_for(
-                session_factory(engine), SecretBox(settings.secret_key_value()), http
-            )
+            box = SecretBox(settings.secret_key_value())
+            yield activities_for(settings, session_factory(engine), box, http)
         finally:
             await engine.dispose()
 

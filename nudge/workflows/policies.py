@@ -19,3 +19,15 @@ BOOKKEEPING_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
 )
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
+
+# A failing integration is retried with backoff for a few minutes; then the poll is
+# given up and the next scheduled poll tries again.
+POLL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+    maximum_attempts=5,
+)
+POLL_TIMEOUT = timedelta(minutes=10)
+STOP_TIMEOUT = timedelta(minutes=10)
+ATTEMPT_TIMEOUT = timedelta(minutes=10)

@@ -16,6 +16,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -94,13 +95,28 @@ class ReceivedRequest:
     body: bytes  # the raw bytes, as signed by the sender
     json: Any  # the body parsed as JSON, or None when it is not JSON
 
+    @property
+    def path_only(self) -> str:
+        """The path without its query string (still percent-encoded)."""
+        return self.path.split("?", 1)[0]
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        """The query string, decoded: name → every value, in order."""
+        return urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query, keep_blank_values=True)
+
 
 class WebhookReceiver(_Server):
-    """An HTTP server that records every request and answers with queued replies (default 200)."""
+    """An HTTP server that records every request (any method) and answers it.
+
+    The answer is, in order of precedence: the next reply queued with ``respond_with``;
+    the canned reply for the request's path (``serve`` / ``serve_json``); 200 "ok".
+    """
 
     def __init__(self) -> None:
         self._requests: list[ReceivedRequest] = []
         self._replies: deque[Reply] = deque()
+        self._routes: dict[str, Reply] = {}
         self._changed = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
 
@@ -111,6 +127,13 @@ class WebhookReceiver(_Server):
         return f"http://{HOST}:{self._server.server_port}/hook"
 
     @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``, without a path."""
+        if self._server is None:
+            raise RuntimeError("the receiver is not started")
+        return f"http://{HOST}:{self._server.server_port}"
+
+    @property
     def requests(self) -> list[ReceivedRequest]:
         with self._changed:
             return list(self._requests)
@@ -119,6 +142,31 @@ class WebhookReceiver(_Server):
         """Answer the next requests with these, in order; then 200 again."""
         with self._changed:
             self._replies.extend(r if isinstance(r, Reply) else Reply(status=r) for r in replies)
+
+    def serve(self, path: str, reply: Reply) -> None:
+        """Answer every request for ``path`` (query string ignored) with ``reply``."""
+        with self._changed:
+            self._routes[path] = reply
+
+    def serve_json(
+        self,
+        path: str,
+        payload: Any,
+        *,
+        status: int = 200,
+        delay_seconds: float = 0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer every request for ``path`` (query string ignored) with ``payload`` as JSON."""
+        self.serve(
+            path,
+            Reply(
+                status=status,
+                body=json.dumps(payload),
+                delay_seconds=delay_seconds,
+                headers={"Content-Type": "application/json", **(headers or {})},
+            ),
+        )
 
     def wait_for(self, count: int = 1, timeout: float = 10) -> list[ReceivedRequest]:
         """Blocks until ``count`` requests arrived (async code: ``asyncio.to_thread``)."""
@@ -141,7 +189,9 @@ class WebhookReceiver(_Server):
         with self._changed:
             self._requests.append(request)
             self._changed.notify_all()
-            return self._replies.popleft() if self._replies else Reply()
+            if self._replies:
+                return self._replies.popleft()
+            return self._routes.get(request.path_only, Reply())
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         receiver = self

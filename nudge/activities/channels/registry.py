@@ -10,8 +10,9 @@ import httpx
 from nudge.activities.channels.base import ChannelSender
 from nudge.activities.channels.email import EmailChannel
 from nudge.activities.channels.log import LogChannel
+from nudge.activities.channels.slack import SlackChannel
 from nudge.activities.channels.webhook import WebhookChannel
-from nudge.models.channels import EmailConfig, LogConfig, WebhookConfig
+from nudge.models.channels import EmailConfig, LogConfig, SlackConfig, WebhookConfig
 
 # Each builder receives the stored config with its credentials merged back in.
 SenderBuilder = Callable[[dict[str, Any], httpx.AsyncClient], ChannelSender]
@@ -20,6 +21,7 @@ _BUILDERS: dict[str, SenderBuilder] = {
     "log": lambda settings, http: LogChannel(LogConfig.model_validate(settings)),
     "webhook": lambda settings, http: WebhookChannel(WebhookConfig.model_validate(settings), http),
     "email": lambda settings, http: EmailChannel(EmailConfig.model_validate(settings)),
+    "slack": lambda settings, http: SlackChannel(SlackConfig.model_validate(settings), http),
 }
 
 

@@ -1,0 +1,74 @@
+"""Card button presses: the signed link a button carries records the press."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from nudge.api.deps import SessionDep, TemporalDep
+from nudge.api.followup_runs import signal_record
+from nudge.errors import Conflict, NotFound
+from nudge.models.payloads import ButtonPress
+from nudge.models.tables import FollowUpRecord, Tenant
+from nudge.security import ActionTokens
+
+router = APIRouter(prefix="/v1/actions", tags=["actions"])
+
+Token = Annotated[str, Path(max_length=2000, description="What the button's URL carries.")]
+
+
+class PressRecorded(BaseModel):
+    status: str
+    action: str
+    reconciliation_id: str
+
+
+def _claims(request: Request, token: str) -> dict[str, str]:
+    tokens: ActionTokens = request.app.state.tokens
+    claims = tokens.verify(token)
+    if claims is None or not {"t", "f", "r", "a", "c"} <= claims.keys():
+        raise NotFound("action", "this link")
+    return claims
+
+
+@router.get("/{token}", response_class=HTMLResponse)
+async def confirm_page(token: Token, request: Request) -> HTMLResponse:
+    """A page that asks to confirm: link scanners in mail systems never press a button."""
+    claims = _claims(request, token)
+    action = escape(claims["a"])
+    return HTMLResponse(
+        f"<!doctype html><title>Confirm {action}</title>"
+        f"<p>Record <b>{escape(claims['r'])}</b>: confirm <b>{action}</b>?</p>"
+        f'<form method="post"><button type="submit">{action}</button></form>'
+    )
+
+
+@router.post("/{token}")
+async def press(
+    token: Token, request: Request, session: SessionDep, temporal: TemporalDep
+) -> PressRecorded:
+    """Record a button press: the button's actions run, then the record's follow-up ends."""
+    claims = _claims(request, token)
+    tenant = await session.get(Tenant, claims["t"])
+    record = (
+        await session.execute(
+            select(FollowUpRecord).where(
+                FollowUpRecord.tenant_id == claims["t"],
+                FollowUpRecord.followup_id == claims["f"],
+                FollowUpRecord.reconciliation_id == claims["r"],
+            )
+        )
+    ).scalar_one_or_none()
+    if tenant is None or record is None:
+        raise NotFound("action", "this link")
+    if record.state != "following":
+        raise Conflict(f"the follow-up of {claims['r']} has already ended ({record.state})")
+    pressed = ButtonPress(action=claims["a"], by=f"contact {claims['c']}")
+    if not await signal_record(temporal, tenant.slug, claims["f"], claims["r"], "press", pressed):
+        raise Conflict(f"the follow-up of {claims['r']} is not running")
+    return PressRecorded(status="recorded", action=claims["a"], reconciliation_id=claims["r"])

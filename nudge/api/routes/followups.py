@@ -1,0 +1,253 @@
+"""Follow-ups: definitions, their lifecycle, records, and runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, status
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nudge.api.deps import AdminDep, SessionDep, SettingsDep, TemporalDep
+from nudge.api.followup_runs import signal_poller, start_poller, stop_record_run
+from nudge.errors import Conflict, NotFound
+from nudge.models.followups import FollowUpCopy, FollowUpDefinition, FollowUpPublic
+from nudge.models.payloads import Stop
+from nudge.models.tables import FollowUp, FollowUpRecord, utcnow
+from nudge.store.followup_definitions import (
+    create_followup,
+    list_followups,
+    public,
+    save_new_version,
+)
+from nudge.store.followups import definition_at, get_followup
+from nudge.store.tenants import Principal
+
+router = APIRouter(prefix="/v1/followups", tags=["follow-ups"])
+
+FollowUpId = Annotated[str, Path(max_length=64)]
+
+
+class RecordPublic(BaseModel):
+    reconciliation_id: str
+    state: str = Field(description="following, resolved, completed or stopped")
+    attempts_made: int
+    next_attempt_at: datetime | None
+    data: dict[str, Any] = Field(description="The record's newest data.")
+    version: int = Field(description="The definition version this run follows.")
+    problems: dict[str, Any] = Field(description="Unmatched recipients and failed sends.")
+    ended_by: str | None
+    end_reason: str | None
+    first_seen_at: datetime
+    ended_at: datetime | None
+
+
+class StopRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(min_length=1, max_length=500)] = "stopped through the API"
+
+
+def _who(principal: Principal) -> str:
+    return f"{principal.role} API key"
+
+
+async def _apply_status(
+    temporal: TemporalDep, settings: SettingsDep, principal: Principal, followup: FollowUp, was: str
+) -> None:
+    """Start or stop the poller to match the follow-up's status."""
+    if followup.status == "active" and was != "active":
+        await start_poller(temporal, settings, principal.tenant, followup)
+    elif followup.status != "active" and was == "active":
+        reason = "follow-up deleted" if followup.status == "deleted" else "follow-up deactivated"
+        await signal_poller(
+            temporal, principal.tenant, followup.id, "stop", Stop(by=_who(principal), reason=reason)
+        )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create(
+    body: FollowUpDefinition,
+    principal: AdminDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+) -> FollowUpPublic:
+    """Create a follow-up; when `active`, its poller starts at once."""
+    followup = await create_followup(session, principal.tenant_id, body)
+    answer = await public(session, followup)
+    await session.commit()
+    await _apply_status(temporal, settings, principal, followup, was="inactive")
+    return answer
+
+
+@router.get("")
+async def read_all(principal: AdminDep, session: SessionDep) -> list[FollowUpPublic]:
+    """Every follow-up of the tenant."""
+    return [await public(session, f) for f in await list_followups(session, principal.tenant_id)]
+
+
+@router.get("/{followup_id}")
+async def read(followup_id: FollowUpId, principal: AdminDep, session: SessionDep) -> FollowUpPublic:
+    """One follow-up, at its newest version."""
+    return await public(session, await get_followup(session, principal.tenant_id, followup_id))
+
+
+@router.put("/{followup_id}")
+async def update(
+    followup_id: FollowUpId,
+    body: FollowUpDefinition,
+    principal: AdminDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+) -> FollowUpPublic:
+    """Save a new version. Running record follow-ups finish on theirs; new records take this one."""
+    followup = await get_followup(session, principal.tenant_id, followup_id)
+    was = followup.status
+    await save_new_version(session, followup, body)
+    answer = await public(session, followup)
+    await session.commit()
+    await _apply_status(temporal, settings, principal, followup, was)
+    if was == "active" and followup.status == "active":
+        await signal_poller(temporal, principal.tenant, followup.id, "poll_now")
+    return answer
+
+
+@router.delete("/{followup_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete(
+    followup_id: FollowUpId,
+    principal: AdminDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+) -> None:
+    """Delete a follow-up: its poller and every record run stop."""
+    followup = await get_followup(session, principal.tenant_id, followup_id)
+    was, followup.status, followup.updated_at = followup.status, "deleted", utcnow()
+    await session.commit()
+    await _apply_status(temporal, settings, principal, followup, was)
+
+
+async def _set_status(
+    followup_id: str,
+    new: str,
+    principal: Principal,
+    session: AsyncSession,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+) -> FollowUpPublic:
+    followup = await get_followup(session, principal.tenant_id, followup_id)
+    was, followup.status, followup.updated_at = followup.status, new, utcnow()
+    answer = await public(session, followup)
+    await session.commit()
+    await _apply_status(temporal, settings, principal, followup, was)
+    return answer
+
+
+@router.post("/{followup_id}/activate")
+async def activate(
+    followup_id: FollowUpId,
+    principal: AdminDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+) -> FollowUpPublic:
+    """Start polling and reminding."""
+    return await _set_status(followup_id, "active", principal, session, temporal, settings)
+
+
+@router.post("/{followup_id}/deactivate")
+async def deactivate(
+    followup_id: FollowUpId,
+    principal: AdminDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+) -> FollowUpPublic:
+    """Stop the poller and every record run."""
+    return await _set_status(followup_id, "inactive", principal, session, temporal, settings)
+
+
+@router.post("/{followup_id}/poll", status_code=status.HTTP_202_ACCEPTED)
+async def poll_now(
+    followup_id: FollowUpId, principal: AdminDep, session: SessionDep, temporal: TemporalDep
+) -> dict[str, str]:
+    """Poll at once, without waiting for the timer."""
+    followup = await get_followup(session, principal.tenant_id, followup_id)
+    if followup.status != "active":
+        raise Conflict("the follow-up is inactive; activate it first")
+    if not await signal_poller(temporal, principal.tenant, followup.id, "poll_now"):
+        raise Conflict("the follow-up's poller is not running; deactivate and activate it")
+    return {"status": "poll requested"}
+
+
+@router.post("/{followup_id}/copy", status_code=status.HTTP_201_CREATED)
+async def copy(
+    followup_id: FollowUpId,
+    body: FollowUpCopy,
+    principal: AdminDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+) -> FollowUpPublic:
+    """A new follow-up from this one, with the same status."""
+    source = await get_followup(session, principal.tenant_id, followup_id)
+    definition = await definition_at(session, source.id, source.version)
+    definition = definition.model_copy(update={"name": body.name, "status": source.status})
+    followup = await create_followup(session, principal.tenant_id, definition)
+    answer = await public(session, followup)
+    await session.commit()
+    await _apply_status(temporal, settings, principal, followup, was="inactive")
+    return answer
+
+
+@router.get("/{followup_id}/records")
+async def records(
+    followup_id: FollowUpId, principal: AdminDep, session: SessionDep
+) -> list[RecordPublic]:
+    """The records this follow-up has found, with their state and newest data."""
+    followup = await get_followup(session, principal.tenant_id, followup_id)
+    rows = await session.execute(
+        select(FollowUpRecord)
+        .where(FollowUpRecord.followup_id == followup.id)
+        .order_by(FollowUpRecord.first_seen_at, FollowUpRecord.reconciliation_id)
+    )
+    return [RecordPublic.model_validate(r, from_attributes=True) for r in rows.scalars()]
+
+
+@router.post(
+    "/{followup_id}/records/{reconciliation_id}/stop", status_code=status.HTTP_202_ACCEPTED
+)
+async def stop_record(
+    followup_id: FollowUpId,
+    reconciliation_id: Annotated[str, Path(max_length=200)],
+    principal: AdminDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    body: Annotated[StopRequest, Body()] = StopRequest(),
+) -> RecordPublic:
+    """Stop reminding about one record. No message of its run leaves after this answer."""
+    followup = await get_followup(session, principal.tenant_id, followup_id)
+    record = (
+        await session.execute(
+            select(FollowUpRecord).where(
+                FollowUpRecord.followup_id == followup.id,
+                FollowUpRecord.reconciliation_id == reconciliation_id,
+            )
+        )
+    ).scalar_one_or_none()
+    if record is None:
+        raise NotFound("record", reconciliation_id)
+    if record.state != "following":
+        raise Conflict(f"record {reconciliation_id!r} is already {record.state}")
+    stop = Stop(by=_who(principal), reason=body.reason)
+    # Stopped in the database before the answer: an attempt in flight checks it before each send.
+    record.state, record.ended_by, record.end_reason = "stopped", stop.by, stop.reason
+    record.ended_at, record.next_attempt_at = utcnow(), None
+    answer = RecordPublic.model_validate(record, from_attributes=True)
+    await session.commit()
+    await stop_record_run(temporal, principal.tenant, followup.id, reconciliation_id, stop)
+    return answer

@@ -1,0 +1,43 @@
+"""Events services report: messages in and out, assignments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nudge.models.channels import CHANNEL_SLUG
+from nudge.models.directory import EXTERNAL_ID
+
+
+class MessageEvent(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "contact_id": "ada",
+                    "direction": "incoming",
+                    "channel": "whatsapp",
+                    "text": "Approved, thanks",
+                    "message_id": "wamid.123",
+                    "at": "2026-11-20T10:00:00Z",
+                }
+            ]
+        },
+    )
+
+    contact_id: EXTERNAL_ID
+    direction: Literal["incoming", "outgoing"]
+    channel: Annotated[str, Field(pattern=CHANNEL_SLUG)]
+    text: Annotated[str, Field(max_length=10_000)] = ""
+    message_id: Annotated[
+        str, Field(min_length=1, max_length=200, description="Makes the event idempotent.")
+    ]
+    at: datetime | None = Field(default=None, description="When it happened; default now.")
+
+
+class EventAccepted(BaseModel):
+    status: Literal["accepted", "duplicate"]
+    message_id: str

@@ -1,0 +1,154 @@
+"""One record's follow-up: attempt 1 at once, then every `notify_minutes`, until it ends."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from nudge.activities.followups import FollowUpActivities
+    from nudge.models.payloads import (
+        ActionsInput,
+        AttemptInput,
+        ButtonPress,
+        EndRecordInput,
+        RecordInput,
+        RecordPlan,
+        Stop,
+    )
+    from nudge.workflows.policies import (
+        ATTEMPT_TIMEOUT,
+        BOOKKEEPING_RETRY,
+        BOOKKEEPING_TIMEOUT,
+        DELIVERY_RETRY,
+    )
+    from nudge.workflows.timers import wait_until
+
+
+@workflow.defn(name="FollowUpRecord")
+class FollowUpRecord:
+    def __init__(self) -> None:
+        self._ended: tuple[str, Stop] | None = None
+        self._button: ButtonPress | None = None
+        self._plan: RecordPlan | None = None
+
+    @workflow.run
+    async def run(self, request: RecordInput) -> str:
+        plan = self._plan = await workflow.execute_activity_method(
+            FollowUpActivities.load_record_plan,
+            request,
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING_RETRY,
+            summary="load the definition version",
+        )
+        interval = timedelta(minutes=plan.notify_minutes) / request.time_scale
+        for attempt in range(1, plan.attempts + 1):
+            if self._ended:
+                break
+            last = attempt == plan.attempts
+            next_at = None if last else workflow.now() + interval
+            workflow.set_current_details(f"Attempt {attempt} of {plan.attempts}")
+            await self._attempt(request, attempt, plan.attempts, next_at)
+            if not last and not self._ended:
+                workflow.set_current_details(
+                    f"Attempt {attempt} of {plan.attempts} sent;"
+                    f" next at {next_at:%Y-%m-%d %H:%M} UTC"
+                )
+                await wait_until(
+                    lambda: self._ended is not None,
+                    interval,
+                    f"until attempt {attempt + 1} of {plan.attempts}",
+                )
+        if self._button is not None:
+            await self._actions(request, f"button:{self._button.action}", plan.attempts)
+        elif self._ended is None:
+            await self._actions(request, "after_all_attempts", plan.attempts)
+        state, stop = self._ended or (
+            "completed",
+            Stop(by="schedule", reason=f"all {plan.attempts} attempts made"),
+        )
+        await workflow.execute_activity_method(
+            FollowUpActivities.end_record,
+            EndRecordInput(
+                tenant_id=request.tenant_id, record_id=request.record_id, state=state, stop=stop
+            ),
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING_RETRY,
+            summary=f"record the end: {state}",
+        )
+        workflow.set_current_details(f"Ended ({state}) by {stop.by}: {stop.reason}")
+        return state
+
+    @workflow.signal
+    def resolve(self, stop: Stop) -> None:
+        """The record no longer appears in the external system."""
+        self._end("resolved", stop)
+
+    @workflow.signal
+    def stop(self, stop: Stop) -> None:
+        """Someone stopped this record (API) or its whole follow-up (deactivation)."""
+        self._end("stopped", stop)
+
+    @workflow.signal
+    def reply(self, stop: Stop) -> None:
+        """A recipient answered; ends the follow-up when the definition says so."""
+        if self._plan is None or self._plan.on_reply:
+            # `completed`, not `resolved`: the record is still in the external system, and a
+            # resolved record that the next poll still finds would be followed anew.
+            self._end("completed", stop)
+
+    @workflow.signal
+    def press(self, press: ButtonPress) -> None:
+        """A recipient pressed a card button: its actions run, then the follow-up ends."""
+        if self._ended is None:
+            self._button = press
+            self._end("completed", Stop(by=press.by, reason=f"pressed {press.action!r}"))
+
+    def _end(self, state: str, stop: Stop) -> None:
+        if self._ended is None:
+            self._ended = (state, stop)
+
+    async def _attempt(
+        self, request: RecordInput, attempt: int, attempts: int, next_at: datetime | None
+    ) -> None:
+        try:
+            await workflow.execute_activity_method(
+                FollowUpActivities.run_attempt,
+                AttemptInput(
+                    tenant_id=request.tenant_id,
+                    record_id=request.record_id,
+                    attempt=attempt,
+                    attempts=attempts,
+                    key_prefix=self._key_prefix(request),
+                    next_attempt_at=next_at,
+                ),
+                start_to_close_timeout=ATTEMPT_TIMEOUT,
+                retry_policy=DELIVERY_RETRY,
+                summary=f"attempt {attempt} of {attempts}",
+            )
+        except ActivityError as err:
+            # One failed attempt (provider down for long, bad template) does not end the
+            # follow-up: the failure is in the history and the record, the next attempt runs.
+            workflow.logger.warning("attempt %s failed: %s", attempt, err.cause or err)
+
+    @staticmethod
+    def _key_prefix(request: RecordInput) -> str:
+        """Idempotency keys start with the workflow id; a record followed again gets its own."""
+        workflow_id = workflow.info().workflow_id
+        return workflow_id if request.generation == 1 else f"{workflow_id}#{request.generation}"
+
+    async def _actions(self, request: RecordInput, stage: str, attempt: int) -> None:
+        await workflow.execute_activity_method(
+            FollowUpActivities.run_actions,
+            ActionsInput(
+                tenant_id=request.tenant_id,
+                record_id=request.record_id,
+                stage=stage,
+                attempt=attempt,
+            ),
+            start_to_close_timeout=ATTEMPT_TIMEOUT,
+            retry_policy=DELIVERY_RETRY,
+            summary=stage.replace("_", " ").replace("button:", "button "),
+        )

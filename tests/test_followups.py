@@ -1,0 +1,508 @@
+"""Follow-ups end to end on the time-skipping server: poll a real ITSM, remind, stop.
+
+The ITSM is a real HTTP server on 127.0.0.1; reminders go to a real webhook receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+
+from nudge.models.payloads import PollInput
+from nudge.naming import FOLLOWUP, KIND, RECORD, TENANT
+from tests.conftest import TenantKeys, problems
+from tests.utils.receivers import WebhookReceiver
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+@pytest.fixture
+def time_env(own_time_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    """Pollers run forever: a leftover one would stop the shared server from skipping time."""
+    return own_time_env
+
+
+TICKET = {
+    "number": "INC0012",
+    "short_description": "New laptop",
+    "approver": {"email": "ada@example.com"},
+}
+
+
+@pytest.fixture
+def itsm() -> Iterator[WebhookReceiver]:
+    """A sample ITSM: GET /api/tickets lists what is pending; POSTs are recorded."""
+    with WebhookReceiver() as server:
+        server.serve_json("/api/tickets", {"result": [TICKET]})
+        yield server
+
+
+def definition(itsm: WebhookReceiver, **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": "Tickets pending approval",
+        "status": "active",
+        "data_extraction": {
+            "polling_minutes": 10,
+            "integrations": [
+                {
+                    "name": "tickets",
+                    "method": "GET",
+                    "url": itsm.base_url + "/api/tickets?state=pending_approval",
+                    "headers": {"Authorization": "Bearer {{ secrets.ITSM_TOKEN }}"},
+                }
+            ],
+            "set_attributes": [
+                {
+                    "scope": "global",
+                    "name": "pending_count",
+                    "value": "{{ tickets.result | length }}",
+                }
+            ],
+            "looping_element": "tickets.result",
+            "reconciliation_id": "number",
+        },
+        "recipients": {"user": {"source": "approver.email", "match_on": "email"}},
+        "message": {
+            "kind": "card",
+            "card": {
+                "title": "Approval needed: {{ followup.data.number }} ({{ followup.attempt }}/{{ followup.attempts }})",
+                "text": "{{ followup.data.short_description }}",
+                "buttons": [
+                    {"label": "Approve", "action": "approve"},
+                    {"label": "Reject", "action": "reject"},
+                ],
+            },
+        },
+        "channel": "ops",
+        "schedule": {"notify_minutes": 60, "attempts": 3},
+        "post_actions": {
+            "after_each_attempt": [],
+            "after_all_attempts": [
+                {
+                    "type": "integration",
+                    "integration": {
+                        "name": "escalate",
+                        "method": "POST",
+                        "url": itsm.base_url + "/api/tickets/{{ followup.data.number }}/escalate",
+                    },
+                }
+            ],
+        },
+        "button_actions": {
+            "approve": [
+                {
+                    "type": "integration",
+                    "integration": {
+                        "name": "approve",
+                        "method": "POST",
+                        "url": itsm.base_url + "/api/tickets/{{ followup.data.number }}/approve",
+                    },
+                }
+            ]
+        },
+        "exit": {"on_record_resolved": True, "on_reply": False},
+    }
+    body.update(changes)
+    return body
+
+
+async def setup_tenant(api: httpx.AsyncClient, tenant: TenantKeys, hook: WebhookReceiver) -> None:
+    admin = tenant.headers()
+    await api.put(
+        "/v1/contacts/ada", json={"name": "Ada", "email": "ada@example.com"}, headers=admin
+    )
+    await api.put(
+        "/v1/channels/ops", json={"type": "webhook", "config": {"url": hook.url}}, headers=admin
+    )
+    await api.put("/v1/secrets/ITSM_TOKEN", json={"value": "itsm-s3cret"}, headers=admin)
+
+
+async def create(
+    api: httpx.AsyncClient, tenant: TenantKeys, body: dict[str, Any]
+) -> dict[str, Any]:
+    response = await api.post("/v1/followups", json=body, headers=tenant.headers())
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def reminders(hook: WebhookReceiver, count: int) -> list[dict[str, Any]]:
+    """Wait until ``count`` reminders have arrived and return them."""
+    received = await asyncio.to_thread(hook.wait_for, count, 20)
+    return [r.json for r in received]
+
+
+async def record(
+    api: httpx.AsyncClient, tenant: TenantKeys, followup_id: str, until: str | None = None
+) -> dict[str, Any]:
+    """The follow-up's only record, once it reaches state ``until``."""
+    for _ in range(200):
+        listed = (
+            await api.get(f"/v1/followups/{followup_id}/records", headers=tenant.headers())
+        ).json()
+        if listed and (until is None or listed[0]["state"] == until):
+            found: dict[str, Any] = listed[0]
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"record never reached {until!r}: {listed}")
+
+
+def posts_to(itsm: WebhookReceiver, suffix: str) -> list[str]:
+    return [r.path for r in itsm.requests if r.method == "POST" and r.path.endswith(suffix)]
+
+
+async def until_attempts(
+    api: httpx.AsyncClient, tenant: TenantKeys, followup_id: str, attempts: int
+) -> None:
+    for _ in range(200):
+        listed = (
+            await api.get(f"/v1/followups/{followup_id}/records", headers=tenant.headers())
+        ).json()
+        if listed and listed[0]["attempts_made"] == attempts:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"attempt {attempts} was never recorded")
+
+
+async def until(condition: Any, what: str) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(what)
+
+
+async def test_reminds_on_schedule_then_runs_the_after_all_actions(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    await setup_tenant(api, tenant, webhook_receiver)
+    followup = await create(api, tenant, definition(itsm))
+
+    [first] = await reminders(webhook_receiver, 1)
+    assert first["message"]["card"]["title"] == "Approval needed: INC0012 (1/3)"
+    assert first["recipient"]["external_id"] == "ada"
+    assert first["source"] == {
+        "type": "followup",
+        "followup_id": followup["id"],
+        "reconciliation_id": "INC0012",
+        "attempt": 1,
+        "attempts": 3,
+    }
+    tickets_call = next(r for r in itsm.requests if r.method == "GET")
+    assert tickets_call.headers["authorization"] == "Bearer itsm-s3cret"
+    await until_attempts(api, tenant, followup["id"], 1)
+
+    await time_env.sleep(timedelta(minutes=61))
+    await reminders(webhook_receiver, 2)
+    await time_env.sleep(timedelta(minutes=61))
+    sent = await reminders(webhook_receiver, 3)
+    assert [m["source"]["attempt"] for m in sent] == [1, 2, 3]
+    assert len({m["idempotency_key"] for m in sent}) == 3
+
+    done = await record(api, tenant, followup["id"], until="completed")
+    assert done["attempts_made"] == 3
+    assert done["ended_by"] == "schedule"
+    assert posts_to(itsm, "/api/tickets/INC0012/escalate") == ["/api/tickets/INC0012/escalate"]
+    history = await api.get("/v1/contacts/ada/messages", headers=tenant.headers())
+    assert len(history.json()["items"]) == 3
+
+
+async def test_a_record_that_disappears_gets_no_further_message(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    await setup_tenant(api, tenant, webhook_receiver)
+    followup = await create(api, tenant, definition(itsm))
+    await reminders(webhook_receiver, 1)
+
+    itsm.serve_json("/api/tickets", {"result": []})
+    await time_env.sleep(timedelta(minutes=11))
+    resolved = await record(api, tenant, followup["id"], until="resolved")
+    assert resolved["ended_by"] == "poll"
+    await time_env.sleep(timedelta(hours=3))
+    await asyncio.sleep(0.3)
+    assert len(webhook_receiver.requests) == 1
+    assert posts_to(itsm, "/escalate") == []
+
+
+async def test_approve_pressed_calls_the_itsm_and_stops_the_reminders(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    await setup_tenant(api, tenant, webhook_receiver)
+    followup = await create(api, tenant, definition(itsm))
+    [card] = await reminders(webhook_receiver, 1)
+    approve = next(b for b in card["message"]["card"]["buttons"] if b["action"] == "approve")
+    path = urlparse(approve["url"]).path
+    assert path.startswith("/v1/actions/")
+
+    assert (await api.get(path)).status_code == 200  # the confirmation page presses nothing
+    assert posts_to(itsm, "/approve") == []
+    pressed = await api.post(path)
+    assert pressed.status_code == 200, pressed.text
+    assert pressed.json()["action"] == "approve"
+
+    done = await record(api, tenant, followup["id"], until="completed")
+    assert done["ended_by"] == "contact ada"
+    await until(lambda: posts_to(itsm, "/approve"), "the ITSM approve endpoint was not called")
+    assert posts_to(itsm, "/api/tickets/INC0012/approve") == ["/api/tickets/INC0012/approve"]
+    await time_env.sleep(timedelta(hours=3))
+    await asyncio.sleep(0.3)
+    assert len(webhook_receiver.requests) == 1
+    assert posts_to(itsm, "/escalate") == []
+    assert (await api.post(path)).status_code == 409  # a second press finds it ended
+    forged = path[:-3] + ("abc" if not path.endswith("abc") else "xyz")
+    assert (await api.post(forged)).status_code == 404
+
+
+async def test_a_record_stopped_by_api_sends_nothing_more_and_says_who(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    await setup_tenant(api, tenant, webhook_receiver)
+    followup = await create(api, tenant, definition(itsm))
+    await reminders(webhook_receiver, 1)
+    stopped = await api.post(
+        f"/v1/followups/{followup['id']}/records/INC0012/stop",
+        json={"reason": "handled by phone"},
+        headers=tenant.headers(),
+    )
+    assert stopped.status_code == 202, stopped.text
+    assert (stopped.json()["state"], stopped.json()["end_reason"]) == (
+        "stopped",
+        "handled by phone",
+    )
+
+    await time_env.sleep(timedelta(hours=3))
+    await asyncio.sleep(0.3)
+    assert len(webhook_receiver.requests) == 1
+    final = await record(api, tenant, followup["id"])
+    assert (final["state"], final["ended_by"]) == ("stopped", "admin API key")
+    again = await api.post(
+        f"/v1/followups/{followup['id']}/records/INC0012/stop", json={}, headers=tenant.headers()
+    )
+    assert again.status_code == 409
+
+
+async def test_deactivation_stops_the_poller_and_every_record(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    await setup_tenant(api, tenant, webhook_receiver)
+    followup = await create(api, tenant, definition(itsm))
+    await reminders(webhook_receiver, 1)
+    handle = time_env.client.get_workflow_handle(f"followup/{tenant.slug}/{followup['id']}")
+    description = await handle.describe()
+    assert description.typed_search_attributes.get(KIND) == "followup"
+    assert description.typed_search_attributes.get(FOLLOWUP) == followup["id"]
+
+    answer = await api.post(f"/v1/followups/{followup['id']}/deactivate", headers=tenant.headers())
+    assert answer.json()["status"] == "inactive"
+    assert "stopped by admin API key" in await handle.result()
+    stopped = await record(api, tenant, followup["id"], until="stopped")
+    assert stopped["end_reason"] == "follow-up deactivated"
+    polls = len([r for r in itsm.requests if r.method == "GET"])
+    await time_env.sleep(timedelta(hours=3))
+    await asyncio.sleep(0.3)
+    assert len(webhook_receiver.requests) == 1
+    assert len([r for r in itsm.requests if r.method == "GET"]) == polls
+
+
+async def test_a_reply_ends_the_follow_up_when_the_definition_says_so(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    await setup_tenant(api, tenant, webhook_receiver)
+    followup = await create(
+        api, tenant, definition(itsm, exit={"on_record_resolved": True, "on_reply": True})
+    )
+    await reminders(webhook_receiver, 1)
+    await until_attempts(api, tenant, followup["id"], 1)
+    event = {
+        "contact_id": "ada",
+        "direction": "incoming",
+        "channel": "ops",
+        "text": "done",
+        "message_id": "m-1",
+    }
+    assert (
+        await api.post("/v1/events/messages", json=event, headers=tenant.headers("service"))
+    ).status_code == 202
+    duplicate = await api.post("/v1/events/messages", json=event, headers=tenant.headers("service"))
+    assert duplicate.json()["status"] == "duplicate"
+    ended = await record(api, tenant, followup["id"], until="completed")
+    assert (ended["ended_by"], ended["end_reason"]) == ("contact ada", "replied")
+    await time_env.sleep(timedelta(hours=3))
+    await asyncio.sleep(0.3)
+    assert len(webhook_receiver.requests) == 1
+
+
+async def test_record_runs_are_findable_by_ticket(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    await setup_tenant(api, tenant, webhook_receiver)
+    followup = await create(api, tenant, definition(itsm))
+    await reminders(webhook_receiver, 1)
+    handle = time_env.client.get_workflow_handle(
+        f"followup/{tenant.slug}/{followup['id']}/record/INC0012"
+    )
+    description = await handle.describe()
+    attributes = description.typed_search_attributes
+    assert (attributes.get(TENANT), attributes.get(KIND), attributes.get(RECORD)) == (
+        tenant.slug,
+        "followup-record",
+        "INC0012",
+    )
+    assert await description.static_summary() == "Tickets pending approval · INC0012"
+    assert "itsm-s3cret" not in str(await handle.fetch_history())
+
+
+async def test_a_retried_poll_starts_nothing_twice(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+    settings: Any,
+    sessions: Any,
+    box: Any,
+) -> None:
+    from nudge.workers.worker import activities_for
+
+    await setup_tenant(api, tenant, webhook_receiver)
+    followup = await create(api, tenant, definition(itsm, status="inactive"))
+    await api.post(f"/v1/followups/{followup['id']}/activate", headers=tenant.headers())
+    await reminders(webhook_receiver, 1)
+    async with httpx.AsyncClient() as http:
+        poll = next(
+            a
+            for a in activities_for(settings, sessions, box, http)
+            if a.__name__ == "poll_followup"
+        )
+        env = ActivityEnvironment(client=time_env.client)
+        request = PollInput(tenant_id=tenant.id, tenant=tenant.slug, followup_id=followup["id"])
+        for _ in range(2):
+            result = await env.run(poll, request)
+            assert (result.found, result.new) == (1, 0)
+    await asyncio.sleep(0.3)
+    assert len(webhook_receiver.requests) == 1
+
+
+async def test_bad_definitions_are_refused_naming_the_field(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+) -> None:
+    admin = tenant.headers()
+    await api.put(
+        "/v1/channels/ops",
+        json={"type": "webhook", "config": {"url": webhook_receiver.url}},
+        headers=admin,
+    )
+    missing_secret = await api.post("/v1/followups", json=definition(itsm), headers=admin)
+    assert problems(missing_secret) == {
+        "body.data_extraction.integrations.0.headers.Authorization": "no secret 'ITSM_TOKEN'; create it with PUT /v1/secrets/ITSM_TOKEN"
+    }
+    unknown_channel = definition(itsm, channel="pager")
+    unknown_channel["data_extraction"]["integrations"][0]["headers"] = {}
+    assert problems(await api.post("/v1/followups", json=unknown_channel, headers=admin)) == {
+        "body.channel": "no channel 'pager'"
+    }
+
+    too_often = copy.deepcopy(unknown_channel)
+    too_often["data_extraction"]["polling_minutes"] = 5
+    too_often["schedule"]["attempts"] = 11
+    too_often["data_extraction"]["looping_element"] = "tickets.[result"
+    fields = problems(await api.post("/v1/followups", json=too_often, headers=admin))
+    assert {
+        "body.data_extraction.polling_minutes",
+        "body.schedule.attempts",
+        "body.data_extraction.looping_element",
+    } <= set(fields)
+    assert (await api.get("/v1/followups", headers=admin)).json() == []
+
+
+async def test_a_follow_up_of_one_tenant_is_invisible_to_another(
+    api: httpx.AsyncClient,
+    make_tenant: Any,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+) -> None:
+    acme, globex = await make_tenant(), await make_tenant()
+    await setup_tenant(api, acme, webhook_receiver)
+    followup = await create(api, acme, definition(itsm, status="inactive"))
+    for method, path in (
+        ("GET", f"/v1/followups/{followup['id']}"),
+        ("GET", f"/v1/followups/{followup['id']}/records"),
+        ("POST", f"/v1/followups/{followup['id']}/activate"),
+        ("DELETE", f"/v1/followups/{followup['id']}"),
+    ):
+        assert (await api.request(method, path, headers=globex.headers())).status_code == 404, path
+    assert (await api.get("/v1/followups", headers=globex.headers())).json() == []
+    assert (
+        await api.get(f"/v1/followups/{followup['id']}", headers=acme.headers())
+    ).status_code == 200
+
+
+async def test_every_update_is_a_new_version_and_copies_keep_the_status(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+) -> None:
+    await setup_tenant(api, tenant, webhook_receiver)
+    followup = await create(api, tenant, definition(itsm, status="inactive"))
+    assert followup["version"] == 1
+    changed = definition(itsm, status="inactive", name="Renamed")
+    updated = await api.put(
+        f"/v1/followups/{followup['id']}", json=changed, headers=tenant.headers()
+    )
+    assert (updated.json()["version"], updated.json()["name"]) == (2, "Renamed")
+    copied = await api.post(
+        f"/v1/followups/{followup['id']}/copy", json={"name": "Copy"}, headers=tenant.headers()
+    )
+    assert copied.status_code == 201
+    assert (copied.json()["name"], copied.json()["status"], copied.json()["version"]) == (
+        "Copy",
+        "inactive",
+        1,
+    )
+    assert copied.json()["id"] != followup["id"]
+    assert (
+        await api.delete(f"/v1/followups/{followup['id']}", headers=tenant.headers())
+    ).status_code == 204
+    assert (
+        await api.get(f"/v1/followups/{followup['id']}", headers=tenant.headers())
+    ).status_code == 404
