@@ -203,6 +203,8 @@ class FollowUp(Base):
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="inactive")
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # What the newest poll found, or why it failed (records skipped without an id included).
+    last_poll: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
