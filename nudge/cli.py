@@ -63,6 +63,8 @@ def _configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every URL at INFO, query string included: a secret may ride in it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @app.command()

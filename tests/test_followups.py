@@ -19,6 +19,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from nudge.models.payloads import PollInput
 from nudge.naming import FOLLOWUP, KIND, RECORD, TENANT
 from tests.conftest import TenantKeys, problems
+from tests.utils.histories import keep_history
 from tests.utils.receivers import WebhookReceiver
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -215,6 +216,10 @@ async def test_reminds_on_schedule_then_runs_the_after_all_actions(
     assert done["attempts_made"] == 3
     assert done["ended_by"] == "schedule"
     assert posts_to(itsm, "/api/tickets/INC0012/escalate") == ["/api/tickets/INC0012/escalate"]
+    record_run = time_env.client.get_workflow_handle(
+        f"followup/{tenant.slug}/{followup['id']}/record/INC0012"
+    )
+    await keep_history(record_run, "followup-record-completed")
     history = await api.get("/v1/contacts/ada/messages", headers=tenant.headers())
     assert len(history.json()["items"]) == 3
 
@@ -299,6 +304,12 @@ async def test_a_record_stopped_by_api_sends_nothing_more_and_says_who(
     assert len(webhook_receiver.requests) == 1
     final = await record(api, tenant, followup["id"])
     assert (final["state"], final["ended_by"]) == ("stopped", "admin API key")
+    run = time_env.client.get_workflow_handle(
+        f"followup/{tenant.slug}/{followup['id']}/record/INC0012"
+    )
+    await run.result()
+    assert "Ended (stopped) by admin API key: handled by phone" in await current_details(run)
+    await keep_history(run, "followup-record-stopped")
     again = await api.post(
         f"/v1/followups/{followup['id']}/records/INC0012/stop", json={}, headers=tenant.headers()
     )
@@ -323,6 +334,7 @@ async def test_deactivation_stops_the_poller_and_every_record(
     answer = await api.post(f"/v1/followups/{followup['id']}/deactivate", headers=tenant.headers())
     assert answer.json()["status"] == "inactive"
     assert "stopped by admin API key" in await handle.result()
+    await keep_history(handle, "followup-poller-stopped")
     stopped = await record(api, tenant, followup["id"], until="stopped")
     assert stopped["end_reason"] == "follow-up deactivated"
     polls = len([r for r in itsm.requests if r.method == "GET"])
@@ -385,6 +397,7 @@ async def test_record_runs_are_findable_by_ticket(
         "INC0012",
     )
     assert await description.static_summary() == "Tickets pending approval · INC0012"
+    await until_details(handle, "Attempt 1 of 3 sent; next at")
     assert "itsm-s3cret" not in str(await handle.fetch_history())
 
 
@@ -506,3 +519,146 @@ async def test_every_update_is_a_new_version_and_copies_keep_the_status(
     assert (
         await api.get(f"/v1/followups/{followup['id']}", headers=tenant.headers())
     ).status_code == 404
+
+
+async def test_the_poller_continues_as_new_and_keeps_polling(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+    settings: Any,
+    sessions: Any,
+) -> None:
+    from sqlalchemy import update
+
+    from nudge.models.payloads import PollerInput
+    from nudge.models.tables import FollowUp
+    from nudge.workflows.followup_poller import FollowUpPoller
+
+    await setup_tenant(api, tenant, webhook_receiver)
+    followup = await create(api, tenant, definition(itsm, status="inactive"))
+    # Active in the database, with the poller started here under a lowered limit.
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(FollowUp).where(FollowUp.id == followup["id"]).values(status="active")
+        )
+    workflow_id = f"followup/{tenant.slug}/{followup['id']}"
+    handle = await time_env.client.start_workflow(
+        FollowUpPoller.run,
+        PollerInput(
+            tenant_id=tenant.id, tenant=tenant.slug, followup_id=followup["id"], polls_per_run=2
+        ),
+        id=workflow_id,
+        task_queue=settings.task_queue,
+    )
+    first_run = handle.first_execution_run_id
+    await reminders(webhook_receiver, 1)
+    await time_env.sleep(timedelta(minutes=45))
+    await until(
+        lambda: len([r for r in itsm.requests if r.method == "GET"]) >= 5, "polling stopped"
+    )
+    description = await time_env.client.get_workflow_handle(workflow_id).describe()
+    assert description.run_id != first_run
+    assert description.status is not None and description.status.name == "RUNNING"
+    assert len(webhook_receiver.requests) == 1  # the record run was not started again
+
+
+async def test_a_failed_poll_is_reported_and_leaves_the_records_alone(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    await setup_tenant(api, tenant, webhook_receiver)
+    followup = await create(api, tenant, definition(itsm))
+    await reminders(webhook_receiver, 1)
+    itsm.serve_json("/api/tickets", {"error": "token expired"}, status=401)
+    await time_env.sleep(timedelta(minutes=11))
+
+    async def last_poll() -> dict[str, Any]:
+        body = (await api.get(f"/v1/followups/{followup['id']}", headers=tenant.headers())).json()
+        report: dict[str, Any] = body["last_poll"] or {}
+        return report
+
+    for _ in range(200):
+        if "error" in await last_poll():
+            break
+        await asyncio.sleep(0.05)
+    report = await last_poll()
+    assert "HTTP 401" in report["error"]
+    assert "itsm-s3cret" not in report["error"]
+    still = await record(api, tenant, followup["id"])
+    assert still["state"] == "following"
+    handle = time_env.client.get_workflow_handle(f"followup/{tenant.slug}/{followup['id']}")
+    await until_details(handle, "Last poll failed")
+
+
+async def current_details(handle: Any) -> str:
+    """What the run says it is doing (the Temporal UI shows the same)."""
+    from temporalio.api.sdk.v1 import WorkflowMetadata
+
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return str(metadata.current_details)
+
+
+async def until_details(handle: Any, text: str) -> None:
+    for _ in range(200):
+        details = await current_details(handle)
+        if details and text in details:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"details never said {text!r}")
+
+
+async def test_records_without_an_id_are_skipped_and_reported(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    await setup_tenant(api, tenant, webhook_receiver)
+    itsm.serve_json("/api/tickets", {"result": [TICKET, {"short_description": "no number"}]})
+    followup = await create(api, tenant, definition(itsm))
+    await reminders(webhook_receiver, 1)
+    for _ in range(200):
+        body = (await api.get(f"/v1/followups/{followup['id']}", headers=tenant.headers())).json()
+        if body["last_poll"]:
+            break
+        await asyncio.sleep(0.05)
+    assert body["last_poll"]["found"] == 1
+    assert [s["index"] for s in body["last_poll"]["skipped"]] == [1]
+    listed = (
+        await api.get(f"/v1/followups/{followup['id']}/records", headers=tenant.headers())
+    ).json()
+    assert [r["reconciliation_id"] for r in listed] == ["INC0012"]
+
+
+async def test_running_records_finish_on_their_version_and_new_ones_take_the_newest(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    await setup_tenant(api, tenant, webhook_receiver)
+    followup = await create(api, tenant, definition(itsm))
+    await reminders(webhook_receiver, 1)
+    newer = definition(itsm)
+    newer["message"]["card"]["title"] = "v2: {{ followup.data.number }}"
+    updated = await api.put(f"/v1/followups/{followup['id']}", json=newer, headers=tenant.headers())
+    assert updated.json()["version"] == 2
+    itsm.serve_json("/api/tickets", {"result": [TICKET, {**TICKET, "number": "INC0013"}]})
+    await api.post(f"/v1/followups/{followup['id']}/poll", headers=tenant.headers())
+    await reminders(webhook_receiver, 2)
+    await time_env.sleep(timedelta(minutes=61))
+    sent = await reminders(webhook_receiver, 4)
+    titles = {
+        (m["source"]["reconciliation_id"], m["source"]["attempt"]): m["message"]["card"]["title"]
+        for m in sent
+    }
+    assert titles[("INC0012", 2)] == "Approval needed: INC0012 (2/3)"
+    assert titles[("INC0013", 1)] == "v2: INC0013"
+    assert titles[("INC0013", 2)] == "v2: INC0013"

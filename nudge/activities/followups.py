@@ -17,8 +17,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from nudge.activities.channels.base import Outbound
 from nudge.activities.delivery import Deliverer
-from nudge.activities.extraction import ExtractionError, extract_records
+from nudge.activities.extraction import Extraction, ExtractionError, extract_records
 from nudge.activities.integrations import (
+    AttributeChanges,
     IntegrationError,
     apply_set_attributes,
     call_integration,
@@ -27,7 +28,7 @@ from nudge.activities.notifications import contact_context, recipient_of
 from nudge.activities.recipients import resolve_recipients
 from nudge.models.db import transaction
 from nudge.models.followups import FollowUpDefinition
-from nudge.models.integrations import Action, IntegrationAction
+from nudge.models.integrations import Action, IntegrationAction, SetAttribute
 from nudge.models.messages import CardMessage, render_message
 from nudge.models.payloads import (
     ActionsInput,
@@ -73,6 +74,14 @@ def _integration_failure(exc: IntegrationError) -> ApplicationError:
     return ApplicationError(str(exc), type="IntegrationFailed", non_retryable=not exc.retryable)
 
 
+def _set_attributes(items: list[SetAttribute], context: dict[str, Any]) -> AttributeChanges:
+    """Set Attributes; a template that cannot render will not render on a retry either."""
+    try:
+        return apply_set_attributes(items, context)
+    except TemplateProblem as exc:
+        raise ApplicationError(str(exc), type="TemplateError", non_retryable=True) from exc
+
+
 class FollowUpActivities:
     def __init__(
         self,
@@ -107,24 +116,11 @@ class FollowUpActivities:
         if followup.status != "active":
             return result
 
-        responses: dict[str, Any] = {}
-        for integration in extraction_def.integrations:
-            context = {**responses, "global": globals_}
-            try:
-                responses[integration.name] = await call_integration(
-                    self._http, integration, context, secrets=secrets
-                )
-            except IntegrationError as exc:
-                raise _integration_failure(exc) from exc
-        changes = apply_set_attributes(
-            extraction_def.set_attributes, {**responses, "global": globals_, "local": {}}
-        )
         try:
-            extraction = extract_records(
-                extraction_def.looping_element, extraction_def.reconciliation_id, responses
-            )
-        except ExtractionError as exc:
-            raise ApplicationError(str(exc), type="ExtractionFailed", non_retryable=True) from exc
+            changes, extraction = await self._extract(definition, globals_, secrets)
+        except ApplicationError as exc:
+            await self._report_poll(followup.id, {"error": exc.message})
+            raise
         for skipped in extraction.skipped:
             log.warning(
                 "follow-up %s: record %s skipped: %s", followup.id, skipped.index, skipped.reason
@@ -154,7 +150,7 @@ class FollowUpActivities:
             "resolve",
             stop,
         )
-        return result.model_copy(
+        result = result.model_copy(
             update={
                 "found": len(extraction.records),
                 "new": len(to_start),
@@ -162,6 +158,47 @@ class FollowUpActivities:
                 "skipped": len(extraction.skipped),
             }
         )
+        await self._report_poll(
+            followup.id,
+            {
+                "found": result.found,
+                "new": result.new,
+                "resolved": result.resolved,
+                "skipped": [{"index": s.index, "reason": s.reason} for s in extraction.skipped],
+            },
+        )
+        return result
+
+    async def _extract(
+        self, definition: FollowUpDefinition, globals_: dict[str, Any], secrets: dict[str, str]
+    ) -> tuple[AttributeChanges, Extraction]:
+        """Call the integrations in order, set attributes, and take the records out."""
+        extraction_def = definition.data_extraction
+        responses: dict[str, Any] = {}
+        for integration in extraction_def.integrations:
+            context = {**responses, "global": globals_}
+            try:
+                responses[integration.name] = await call_integration(
+                    self._http, integration, context, secrets=secrets
+                )
+            except IntegrationError as exc:
+                raise _integration_failure(exc) from exc
+        changes = _set_attributes(
+            extraction_def.set_attributes, {**responses, "global": globals_, "local": {}}
+        )
+        try:
+            extraction = extract_records(
+                extraction_def.looping_element, extraction_def.reconciliation_id, responses
+            )
+        except ExtractionError as exc:
+            raise ApplicationError(str(exc), type="ExtractionFailed", non_retryable=True) from exc
+        return changes, extraction
+
+    async def _report_poll(self, followup_id: str, report: dict[str, Any]) -> None:
+        attempt = activity.info().attempt
+        async with transaction(self._sessions) as session:
+            followup = await session.get_one(FollowUp, followup_id)
+            followup.last_poll = {"at": utcnow().isoformat(), "attempt": attempt, **report}
 
     async def _start_records(
         self,
@@ -281,7 +318,7 @@ class FollowUpActivities:
                 )
             except IntegrationError as exc:
                 raise _integration_failure(exc) from exc
-            changes = apply_set_attributes(
+            changes = _set_attributes(
                 definition.recipients.set_attributes, {**context, "recipient_data": source}
             )
             context["local"] = {**context["local"], **changes.local}
@@ -479,7 +516,7 @@ class FollowUpActivities:
                     raise _integration_failure(exc) from exc
                 context = {**context, action.integration.name: response}
             else:
-                changes = apply_set_attributes([action.set_attribute], step_context)
+                changes = _set_attributes([action.set_attribute], step_context)
                 local.update(changes.local)
                 global_changes.update(changes.global_)
         async with transaction(self._sessions) as session:

@@ -19,6 +19,7 @@ from nudge.api.routes import (
     followups,
     groups,
     health,
+    journeys,
     notifications,
     secrets,
 )
@@ -70,9 +71,11 @@ def create_app(
         secrets,
         notifications,
         followups,
+        journeys,
         events,
         actions,
     )
     for module in routers:
         app.include_router(module.router)
+    app.include_router(journeys.contact_router)
     return app

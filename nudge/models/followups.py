@@ -318,6 +318,11 @@ class FollowUpPublic(FollowUpDefinition):
 
     id: str
     version: int = Field(description="Goes up by one on every change.")
+    last_poll: dict[str, Any] | None = Field(
+        default=None,
+        description="What the newest poll found (records skipped for lacking an id included), "
+        "or why it failed.",
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -8,6 +8,7 @@ This module is imported by workflow code and must stay free of I/O.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -46,6 +47,9 @@ class PollerInput(BaseModel):
     tenant: str
     followup_id: str
     time_scale: float = 1.0
+    # The poller continues as new after this many polls (or sooner, when Temporal suggests),
+    # so its history stays small however long the follow-up runs.
+    polls_per_run: int = 500
 
 
 class PollInput(BaseModel):
@@ -128,3 +132,122 @@ class EndRecordInput(BaseModel):
     record_id: str
     state: str
     stop: Stop
+
+
+# Journeys -----------------------------------------------------------------------------
+
+
+class JourneyMessage(BaseModel):
+    """Signal `message`: a message from the contact (`incoming`) or to them (`outgoing`)."""
+
+    direction: Literal["incoming", "outgoing"]
+    channel: str
+    text: str = ""  # at most 10 000 characters (the events API's limit)
+    message_id: str
+
+
+class JourneyAssignment(BaseModel):
+    """Signal `assignment`: the contact was assigned; `manual` when a person did it."""
+
+    assignee: str
+    manual: bool = False
+
+
+class JourneyPosition(BaseModel):
+    """Where an enrollment is, carried across continue-as-new."""
+
+    step: str | None
+    visits: dict[str, int] = {}
+    jumps: int = 0
+
+
+class EnrollmentInput(BaseModel):
+    tenant_id: str
+    tenant: str
+    journey_id: str
+    enrollment_id: str
+    external_id: str
+    start_at: str | None = None
+    time_scale: float = 1.0
+    position: JourneyPosition | None = None
+
+
+class JourneyStepPlan(BaseModel):
+    """What the workflow needs of one step to move on; templates and messages stay in the DB."""
+
+    id: str
+    type: str
+    next: str | None = None  # where it continues (the default already resolved)
+    minutes: int | None = None  # wait
+    timeout_minutes: int | None = None  # ask
+    on_timeout: str | None = None  # ask (default already resolved)
+    target: str | None = None  # jump_to
+    journey_id: str | None = None  # trigger_journey
+    start_at: str | None = None  # trigger_journey
+
+
+class JourneyPlan(BaseModel):
+    journey_id: str
+    name: str
+    version: int
+    exit_conditions: list[str]
+    max_jumps: int
+    steps: list[JourneyStepPlan]
+
+
+class EnrollmentRef(BaseModel):
+    tenant_id: str
+    enrollment_id: str
+
+
+class StepInput(BaseModel):
+    tenant_id: str
+    enrollment_id: str
+    step_id: str
+    visit: int = 1
+    # Idempotency keys of sends start with it: `{key_prefix}:{step}#{visit}:{contact}:{channel}`.
+    key_prefix: str = ""
+    waiting_until: datetime | None = None
+
+
+class StepOutcome(BaseModel):
+    """``active`` is False when the enrollment was ended elsewhere (a stop of the journey)."""
+
+    active: bool = True
+    next: str | None = None  # branch: the step chosen
+    state: str = "active"
+    ended_by: str | None = None
+    end_reason: str | None = None
+
+
+class AnswerInput(BaseModel):
+    tenant_id: str
+    enrollment_id: str
+    step_id: str
+    text: str
+
+
+class HandOver(BaseModel):
+    """A `trigger_journey` step's result: the target's new enrollment, or why there is none."""
+
+    started: bool
+    enrollment_id: str | None = None
+    journey_id: str
+    journey_name: str = ""
+    start_at: str | None = None
+    reason: str = ""
+
+
+class EndEnrollmentInput(BaseModel):
+    tenant_id: str
+    enrollment_id: str
+    state: str
+    stop: Stop
+
+
+class StopAllInput(BaseModel):
+    tenant_id: str
+    tenant: str
+    journey_id: str
+    stop: Stop
+    since: datetime  # enrollments ejected from this moment on are signalled

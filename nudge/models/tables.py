@@ -280,3 +280,78 @@ class GlobalAttribute(Base):
     name: Mapped[str] = mapped_column(String(100))
     value: Mapped[Any] = mapped_column(JsonType)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Journey(Base):
+    """A journey (customer workflow); its content lives in versions, the newest being current."""
+
+    __tablename__ = "journeys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # draft → published → stopped; edited only while not published.
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    # The trigger's type, so message events find the journeys they may start without
+    # reading every definition.
+    trigger_type: Mapped[str] = mapped_column(String(32), default="api")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class JourneyVersion(Base):
+    """Every saved journey definition; an enrollment stays on the version it started with."""
+
+    __tablename__ = "journey_versions"
+
+    journey_id: Mapped[str] = mapped_column(
+        ForeignKey("journeys.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Enrollment(Base):
+    """One contact's way through one journey version."""
+
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        Index("ix_enrollments_contact_state", "contact_id", "state"),
+        Index("ix_enrollments_journey_state", "journey_id", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    journey_id: Mapped[str] = mapped_column(ForeignKey("journeys.id", ondelete="CASCADE"))
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    # active → completed | exited | stopped | handed_over
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    current_step: Mapped[str | None] = mapped_column(String(63))
+    waiting_until: Mapped[datetime | None] = mapped_column()
+    variables: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The newest reply to an `ask` (templates see it as `answer`).
+    answer: Mapped[str | None] = mapped_column(Text)
+    # The enrollment that handed this contact over with a `trigger_journey` step.
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="SET NULL"), index=True
+    )
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+    ended_by: Mapped[str | None] = mapped_column(String(200))
+    end_reason: Mapped[str | None] = mapped_column(Text)
+    # Set by stopping the whole journey: this contact is never enrolled in it again.
+    ejected: Mapped[bool] = mapped_column(default=False)
+
+
+# A contact is active at most once at a time in the same journey (a partial unique index).
+Index(
+    "uq_enrollments_active",
+    Enrollment.journey_id,
+    Enrollment.contact_id,
+    unique=True,
+    sqlite_where=Enrollment.state == "active",
+    postgresql_where=Enrollment.state == "active",
+)

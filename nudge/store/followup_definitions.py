@@ -78,6 +78,7 @@ async def public(session: AsyncSession, followup: FollowUp) -> FollowUpPublic:
         **{**definition.model_dump(), "status": followup.status, "name": followup.name},
         id=followup.id,
         version=followup.version,
+        last_poll=followup.last_poll,
         created_at=followup.created_at,
         updated_at=followup.updated_at,
     )

@@ -148,6 +148,7 @@ class DevStack:
 
     def _prepare_data(self) -> str:
         """Migrate the database and make sure the demo tenant exists; its admin key."""
+        from nudge.journey_templates import seed_demo_journeys
         from nudge.models.db import migrate
         from nudge.workers.bootstrap import ensure_demo_tenant
 
@@ -155,6 +156,8 @@ class DevStack:
         try:
             migrate(self.settings.resolved_database_url)
             key, _created = asyncio.run(ensure_demo_tenant(self.settings, DEMO_KEY_FILE))
+            # The chat-menu template, once: only while the demo tenant has no journey at all.
+            asyncio.run(seed_demo_journeys(self.settings))
         except (SQLAlchemyError, OSError) as exc:
             raise StackError(f"could not prepare the database: {exc}") from None
         return key

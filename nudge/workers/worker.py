@@ -17,6 +17,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from nudge.activities.delivery import Deliverer
 from nudge.activities.followups import FollowUpActivities
+from nudge.activities.journeys import JourneyActivities
 from nudge.activities.notifications import NotificationActivities
 from nudge.models.db import create_engine, session_factory
 from nudge.security import ActionTokens, SecretBox
@@ -24,11 +25,19 @@ from nudge.settings import Settings
 from nudge.temporal_client import connect
 from nudge.workflows.followup_poller import FollowUpPoller
 from nudge.workflows.followup_record import FollowUpRecord
+from nudge.workflows.journey import JourneyEnrollment
+from nudge.workflows.journey_stop import JourneyStopAll
 from nudge.workflows.notification import SendNotification
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS: Sequence[type] = (SendNotification, FollowUpPoller, FollowUpRecord)
+WORKFLOWS: Sequence[type] = (
+    SendNotification,
+    FollowUpPoller,
+    FollowUpRecord,
+    JourneyEnrollment,
+    JourneyStopAll,
+)
 
 
 def activities_for(
@@ -48,6 +57,7 @@ def activities_for(
         public_url=settings.public_url,
         task_queue=settings.task_queue,
     )
+    journeys = JourneyActivities(sessions, box, http, deliverer)
     return [
         notifications.deliver_notification,
         notifications.record_notification_failure,
@@ -57,6 +67,17 @@ def activities_for(
         followups.run_attempt,
         followups.run_actions,
         followups.end_record,
+        journeys.load_journey_plan,
+        journeys.record_progress,
+        journeys.send_message,
+        journeys.save_answer,
+        journeys.evaluate_branch,
+        journeys.update_contact,
+        journeys.http_request,
+        journeys.assign,
+        journeys.hand_over,
+        journeys.end_enrollment,
+        journeys.eject_enrollments,
     ]
 
 

@@ -23,8 +23,10 @@ class FollowUpPoller:
 
     @workflow.run
     async def run(self, request: PollerInput) -> str:
+        polls = 0
         while self._stop is None:
             self._poll_requested = False
+            polls += 1
             result = await self._poll(request)
             minutes = result.polling_minutes if result else 10
             delay = timedelta(minutes=minutes) / request.time_scale
@@ -34,7 +36,9 @@ class FollowUpPoller:
                 delay,
                 f"next poll in {minutes} min",
             )
-            if self._stop is None and workflow.info().is_continue_as_new_suggested():
+            if self._stop is None and (
+                polls >= request.polls_per_run or workflow.info().is_continue_as_new_suggested()
+            ):
                 workflow.continue_as_new(request)
         await workflow.execute_activity_method(
             FollowUpActivities.stop_followup_records,

@@ -1,0 +1,415 @@
+"""Journeys (customer workflows): definitions, lifecycle, enrollments, and the inbox view."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nudge.api.deps import (
+    AdminDep,
+    AgentDep,
+    ServiceDep,
+    SessionDep,
+    SettingsDep,
+    TemporalDep,
+    require,
+)
+from nudge.errors import Conflict
+from nudge.journey_runs import enroll, signal_enrollment, stop_all
+from nudge.journey_templates import JourneyTemplate, import_template
+from nudge.models.journeys import (
+    EnrollmentCreate,
+    EnrollmentPublic,
+    EnrollmentState,
+    JourneyDefinition,
+    JourneyPublic,
+    TriggerJourneyStep,
+    check_journey_references,
+)
+from nudge.models.payloads import Stop
+from nudge.models.tables import Contact, Enrollment, Journey, JourneyVersion
+from nudge.store.directory import get_contact
+from nudge.store.journeys import (
+    contact_journeys,
+    create_journey,
+    enrollment_public,
+    find_active_enrollment,
+    get_journey,
+    journey_definition_at,
+    journey_public,
+    list_journeys,
+    mark_ended,
+    save_journey_version,
+    set_journey_status,
+)
+from nudge.store.tenants import Principal
+
+router = APIRouter(prefix="/v1/journeys", tags=["journeys"])
+# The inbox's view lives under the contact: what an agent has open is a conversation.
+contact_router = APIRouter(prefix="/v1/contacts", tags=["journeys"])
+
+JourneyId = Annotated[str, Path(max_length=64)]
+ExternalId = Annotated[
+    str, Path(min_length=1, max_length=200, description="The contact's id in your systems.")
+]
+InboxDep = Annotated[Principal, Depends(require("agent", "service"))]
+
+
+def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    # Enrolling commits in a transaction of its own before the run starts.
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    return sessions
+
+
+SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
+
+
+class JourneyVersionPublic(JourneyDefinition):
+    """One saved version of a journey, as it was written."""
+
+    version: int
+    created_at: datetime
+
+
+class JourneyStopRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(min_length=1, max_length=500)] = "journey stopped"
+
+
+class AgentStopRequest(BaseModel):
+    """An agent stops one contact's journey from the inbox."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"agent": "grace", "reason": "taking over the chat"}]},
+    )
+
+    agent: Annotated[str, Field(min_length=1, max_length=150)] = Field(
+        description="Who stops it, as the inbox names the agent."
+    )
+    reason: Annotated[str, Field(min_length=1, max_length=500)] = "stopped from the inbox"
+
+
+def _who(principal: Principal) -> str:
+    return f"{principal.role} API key"
+
+
+# Definitions ---------------------------------------------------------------------------------
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create(
+    body: JourneyDefinition, principal: AdminDep, session: SessionDep
+) -> JourneyPublic:
+    """Create a journey as a `draft`; publish it to let contacts in."""
+    # Journeys it hands over to must exist, not yet be published: menus refer to each other.
+    await check_journey_references(session, principal.tenant_id, body, require_published=False)
+    journey = await create_journey(session, principal.tenant_id, body)
+    answer = await journey_public(session, journey)
+    await session.commit()
+    return answer
+
+
+@router.get("")
+async def read_all(principal: AdminDep, session: SessionDep) -> list[JourneyPublic]:
+    """Every journey of the tenant, oldest first."""
+    journeys = await list_journeys(session, principal.tenant_id)
+    return [await journey_public(session, journey) for journey in journeys]
+
+
+@router.post("/import", status_code=status.HTTP_201_CREATED)
+async def import_journeys(
+    body: JourneyTemplate, principal: AdminDep, session: SessionDep
+) -> list[JourneyPublic]:
+    """Create and publish every journey of a template (e.g. `nudge/templates/chat-menu.json`)."""
+    imported = await import_template(session, principal.tenant_id, body)
+    await session.commit()
+    return imported
+
+
+@router.get("/{journey_id}")
+async def read(journey_id: JourneyId, principal: AdminDep, session: SessionDep) -> JourneyPublic:
+    """One journey, at its newest version."""
+    return await journey_public(
+        session, await get_journey(session, principal.tenant_id, journey_id)
+    )
+
+
+@router.put("/{journey_id}")
+async def update(
+    journey_id: JourneyId, body: JourneyDefinition, principal: AdminDep, session: SessionDep
+) -> JourneyPublic:
+    """Save a new version; only while the journey is not published (stop it first)."""
+    journey = await get_journey(session, principal.tenant_id, journey_id)
+    if journey.status == "published":
+        raise Conflict(f"journey {journey.name!r} is published; stop it before editing it")
+    await check_journey_references(
+        session, principal.tenant_id, body, journey_id=journey.id, require_published=False
+    )
+    await save_journey_version(session, journey, body)
+    answer = await journey_public(session, journey)
+    await session.commit()
+    return answer
+
+
+@router.delete("/{journey_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def remove(journey_id: JourneyId, principal: AdminDep, session: SessionDep) -> None:
+    """Delete a journey that is not published, with its versions and enrollments."""
+    journey = await get_journey(session, principal.tenant_id, journey_id)
+    if journey.status == "published":
+        raise Conflict(f"journey {journey.name!r} is published; stop it before deleting it")
+    referrer = await _published_referrer(session, journey)
+    if referrer is not None:
+        raise Conflict(
+            f"published journey {referrer[0]!r} hands contacts over to this one"
+            f" (step {referrer[1]!r}); stop or change it first"
+        )
+    await session.execute(delete(Journey).where(Journey.id == journey.id))
+    await session.commit()
+
+
+@router.get("/{journey_id}/versions")
+async def versions(
+    journey_id: JourneyId, principal: AdminDep, session: SessionDep
+) -> list[JourneyVersionPublic]:
+    """Every saved version of the journey, oldest first."""
+    journey = await get_journey(session, principal.tenant_id, journey_id)
+    rows = await session.execute(
+        select(JourneyVersion)
+        .where(JourneyVersion.journey_id == journey.id)
+        .order_by(JourneyVersion.version)
+    )
+    return [
+        JourneyVersionPublic(**row.definition, version=row.version, created_at=row.created_at)
+        for row in rows.scalars()
+    ]
+
+
+# Lifecycle -----------------------------------------------------------------------------------
+
+
+@router.post("/{journey_id}/publish")
+async def publish(journey_id: JourneyId, principal: AdminDep, session: SessionDep) -> JourneyPublic:
+    """Let contacts in. Contacts ejected by an earlier stop are not enrolled again."""
+    journey = await get_journey(session, principal.tenant_id, journey_id)
+    definition = await journey_definition_at(session, journey.id, journey.version)
+    # What it refers to may have changed since it was saved.
+    await check_journey_references(
+        session, principal.tenant_id, definition, journey_id=journey.id, require_published=False
+    )
+    if definition.trigger.type != "manual":
+        problem = await _unpublished_handover(session, journey, definition)
+        if problem is not None:
+            raise Conflict(problem)
+    await set_journey_status(session, journey, "published")
+    answer = await journey_public(session, journey)
+    await session.commit()
+    return answer
+
+
+@router.post("/{journey_id}/stop", status_code=status.HTTP_202_ACCEPTED)
+async def stop(
+    journey_id: JourneyId,
+    principal: AdminDep,
+    session: SessionDep,
+    sessions: SessionsDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    body: Annotated[JourneyStopRequest, Body()] = JourneyStopRequest(),
+) -> JourneyPublic:
+    """Stop the journey: every enrolled contact is ejected at once and never re-enrolled."""
+    journey = await get_journey(session, principal.tenant_id, journey_id)
+    # Not published any more before anyone is ejected: nobody enters while the stop runs.
+    await set_journey_status(session, journey, "stopped")
+    answer = await journey_public(session, journey)
+    await session.commit()
+    await stop_all(
+        temporal,
+        sessions,
+        settings,
+        tenant_id=principal.tenant_id,
+        tenant=principal.tenant,
+        journey_id=journey.id,
+        stop=Stop(by=_who(principal), reason=body.reason),
+    )
+    return answer
+
+
+async def _unpublished_handover(
+    session: AsyncSession, journey: Journey, definition: JourneyDefinition
+) -> str | None:
+    """Why an entry journey cannot be published yet: a journey it hands contacts over to,
+    directly or through others, is not published (that hand-over would fail at run time).
+
+    Journeys with a `manual` trigger are not checked: nobody reaches them before the
+    journeys that hand over to them are published, so a menu's parts go first.
+    """
+    seen, todo = {journey.id}, [(journey.name, definition)]
+    while todo:
+        source, steps = todo.pop()
+        for step in steps.steps:
+            if not isinstance(step, TriggerJourneyStep) or step.journey_id in seen:
+                continue
+            seen.add(step.journey_id)
+            target = await session.get(Journey, step.journey_id)
+            if target is None or target.tenant_id != journey.tenant_id:
+                return f"step {step.id!r} of {source!r} hands over to a journey that is gone"
+            if target.status != "published":
+                return (
+                    f"step {step.id!r} of {source!r} hands contacts over to journey"
+                    f" {target.name!r}, which is {target.status}; publish it first"
+                )
+            todo.append(
+                (target.name, await journey_definition_at(session, target.id, target.version))
+            )
+    return None
+
+
+async def _published_referrer(session: AsyncSession, journey: Journey) -> tuple[str, str] | None:
+    """(name, step id) of a published journey whose current version hands over to ``journey``."""
+    rows = await session.execute(
+        select(Journey.name, JourneyVersion.definition)
+        .join(
+            JourneyVersion,
+            (JourneyVersion.journey_id == Journey.id) & (JourneyVersion.version == Journey.version),
+        )
+        .where(Journey.tenant_id == journey.tenant_id, Journey.status == "published")
+    )
+    for name, definition in rows.tuples():
+        for step in definition.get("steps", []):
+            if step.get("type") == "trigger_journey" and step.get("journey_id") == journey.id:
+                return name, str(step.get("id"))
+    return None
+
+
+# Enrollments ---------------------------------------------------------------------------------
+
+
+@router.post("/{journey_id}/enrollments", status_code=status.HTTP_201_CREATED)
+async def create_enrollment(
+    journey_id: JourneyId,
+    body: EnrollmentCreate,
+    principal: ServiceDep,
+    session: SessionDep,
+    sessions: SessionsDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+) -> EnrollmentPublic:
+    """Enroll a contact in a journey with an `api` trigger; its run starts at once."""
+    journey = await get_journey(session, principal.tenant_id, journey_id)
+    if journey.trigger_type == "manual":
+        raise Conflict(
+            f"journey {journey.name!r} has a manual trigger: it is reachable only from"
+            " another journey's trigger_journey step"
+        )
+    if journey.trigger_type != "api":
+        raise Conflict(
+            f"journey {journey.name!r} starts when a contact writes (trigger"
+            f" {journey.trigger_type}); only journeys with an api trigger are enrolled by API"
+        )
+    enrollment = await enroll(
+        temporal,
+        sessions,
+        settings,
+        tenant_id=principal.tenant_id,
+        tenant=principal.tenant,
+        journey_id=journey.id,
+        external_id=body.contact_id,
+        variables=body.variables,
+    )
+    return enrollment_public(enrollment, journey.name, body.contact_id)
+
+
+@router.get("/{journey_id}/enrollments")
+async def read_enrollments(
+    journey_id: JourneyId,
+    principal: AdminDep,
+    session: SessionDep,
+    state: Annotated[EnrollmentState | None, Query(description="Only these.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[EnrollmentPublic]:
+    """The journey's enrollments, newest first: who is where, and how each one ended."""
+    journey = await get_journey(session, principal.tenant_id, journey_id)
+    query = (
+        select(Enrollment, Contact.external_id)
+        .join(Contact, Contact.id == Enrollment.contact_id)
+        .where(Enrollment.journey_id == journey.id)
+        .order_by(Enrollment.started_at.desc(), Enrollment.id.desc())
+        .limit(limit)
+    )
+    if state is not None:
+        query = query.where(Enrollment.state == state)
+    rows = await session.execute(query)
+    return [enrollment_public(e, journey.name, external_id) for e, external_id in rows.tuples()]
+
+
+# The inbox -----------------------------------------------------------------------------------
+
+
+@contact_router.get("/{external_id}/journeys")
+async def read_contact_journeys(
+    external_id: ExternalId,
+    principal: InboxDep,
+    session: SessionDep,
+    include_ended: Annotated[
+        bool, Query(description="Also the ended ones (who or what ended each, and why).")
+    ] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[EnrollmentPublic]:
+    """The contact's journeys in progress, with the step each is at (what the inbox shows)."""
+    contact = await get_contact(session, principal.tenant_id, external_id)
+    if not include_ended:
+        return await contact_journeys(session, principal.tenant_id, contact)
+    rows = await session.execute(
+        select(Enrollment, Journey.name)
+        .join(Journey, Journey.id == Enrollment.journey_id)
+        .where(Enrollment.tenant_id == principal.tenant_id, Enrollment.contact_id == contact.id)
+        .order_by(Enrollment.started_at.desc(), Enrollment.id.desc())
+        .limit(limit)
+    )
+    return [enrollment_public(e, name, external_id) for e, name in rows.tuples()]
+
+
+@contact_router.post(
+    "/{external_id}/journeys/{journey_id}/stop", status_code=status.HTTP_202_ACCEPTED
+)
+async def stop_for_contact(
+    external_id: ExternalId,
+    journey_id: JourneyId,
+    body: AgentStopRequest,
+    principal: AgentDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+) -> EnrollmentPublic:
+    """Stop one contact's journey; agents only where the journey's settings allow it."""
+    journey = await get_journey(session, principal.tenant_id, journey_id)
+    definition = await journey_definition_at(session, journey.id, journey.version)
+    # The admin's current wish decides, whatever version the contact's run follows.
+    if principal.role == "agent" and not definition.settings.allow_agents_stop:
+        raise _forbidden(journey)
+    contact = await get_contact(session, principal.tenant_id, external_id)
+    enrollment = await find_active_enrollment(session, journey.id, contact.id)
+    if enrollment is None:
+        raise Conflict(f"contact {external_id!r} is not in journey {journey.name!r} now")
+    by = f"{principal.role} {body.agent}"
+    # Ended in the database first: each step checks it, so nothing more is sent after this.
+    mark_ended(enrollment, "stopped", by, body.reason)
+    answer = enrollment_public(enrollment, journey.name, external_id)
+    await session.commit()
+    await signal_enrollment(
+        temporal, principal.tenant, journey.id, external_id, "stop", Stop(by=by, reason=body.reason)
+    )
+    return answer
+
+
+def _forbidden(journey: Journey) -> HTTPException:
+    return HTTPException(
+        status.HTTP_403_FORBIDDEN,
+        detail=f"journey {journey.name!r} does not let agents stop it (settings.allow_agents_stop)",
+    )
