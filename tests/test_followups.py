@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -662,3 +663,54 @@ async def test_running_records_finish_on_their_version_and_new_ones_take_the_new
     assert titles[("INC0012", 2)] == "Approval needed: INC0012 (2/3)"
     assert titles[("INC0013", 1)] == "v2: INC0013"
     assert titles[("INC0013", 2)] == "v2: INC0013"
+
+
+async def test_export_carries_definitions_and_secret_names_and_another_tenant_imports_them(
+    api: httpx.AsyncClient, make_tenant: Any, webhook_receiver: WebhookReceiver, itsm: WebhookReceiver
+) -> None:
+    import io
+    import zipfile
+
+    acme, globex = await make_tenant(), await make_tenant()
+    await setup_tenant(api, acme, webhook_receiver)
+    first = await create(api, acme, definition(itsm, status="inactive"))
+    await create(api, acme, definition(itsm, status="inactive", name="Second"))
+
+    exported = await api.get(f"/v1/followups/export?ids={first['id']}", headers=acme.headers())
+    assert exported.status_code == 200
+    assert exported.headers["content-type"] == "application/zip"
+    bundle = zipfile.ZipFile(io.BytesIO(exported.content))
+    manifest = json.loads(bundle.read("manifest.json"))
+    assert manifest["requires"] == {"channels": ["ops"], "secrets": ["ITSM_TOKEN"]}
+    assert len(manifest["followups"]) == 1
+    assert "itsm-s3cret" not in exported.content.decode("latin-1")
+    assert json.loads(bundle.read(manifest["followups"][0]))["schedule"] == {"notify_minutes": 60, "attempts": 3}
+
+    imported = await api.post(
+        "/v1/followups/import", content=exported.content, headers={**globex.headers(), "Content-Type": "application/zip"}
+    )
+    assert imported.status_code == 201, imported.text
+    report = imported.json()
+    assert report["missing"] == {"channels": ["ops"], "secrets": ["ITSM_TOKEN"]}
+    [created] = report["created"]
+    assert (created["name"], created["status"]) == ("Tickets pending approval", "inactive")
+    assert created["data_extraction"] == first["data_extraction"]
+    everything = await api.get("/v1/followups/export", headers=acme.headers())
+    assert len(json.loads(zipfile.ZipFile(io.BytesIO(everything.content)).read("manifest.json"))["followups"]) == 2
+
+
+async def test_a_bad_import_file_is_refused_naming_the_problem(api: httpx.AsyncClient, tenant: TenantKeys) -> None:
+    import io
+    import zipfile
+
+    headers = {**tenant.headers(), "Content-Type": "application/zip"}
+    assert problems(await api.post("/v1/followups/import", content=b"not a zip", headers=headers)) == {
+        "body": "not a zip file made by GET /v1/followups/export"
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr("manifest.json", json.dumps({"format": "nudge-followups", "followups": ["a.json"]}))
+        bundle.writestr("a.json", json.dumps({"name": "x"}))
+    fields = problems(await api.post("/v1/followups/import", content=buffer.getvalue(), headers=headers))
+    assert "body.a.json.data_extraction" in fields
+    assert (await api.get("/v1/followups", headers=tenant.headers())).json() == []

@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.errors import InvalidInput
+from nudge.models.followup_bundle import Requirements
 from nudge.models.followups import (
     FollowUpDefinition,
     FollowUpPublic,
@@ -91,3 +92,28 @@ async def list_followups(session: AsyncSession, tenant_id: str) -> list[FollowUp
         .order_by(FollowUp.created_at, FollowUp.id)
     )
     return list(rows.scalars())
+
+
+async def missing_references(
+    session: AsyncSession, tenant_id: str, needs: Requirements
+) -> Requirements:
+    """Which of the channels and secrets an import needs this tenant lacks."""
+    channels = [c for c in needs.channels if await find_channel(session, tenant_id, c) is None]
+    known = set(
+        (await session.execute(select(Secret.name).where(Secret.tenant_id == tenant_id))).scalars()
+    )
+    return Requirements(channels=channels, secrets=[s for s in needs.secrets if s not in known])
+
+
+async def import_followup(
+    session: AsyncSession, tenant_id: str, definition: FollowUpDefinition, *, runnable: bool
+) -> FollowUp:
+    """Create an imported follow-up; one that lacks a channel or secret starts inactive."""
+    status = definition.status if runnable else "inactive"
+    followup = FollowUp(tenant_id=tenant_id, name=definition.name, status=status, version=1)
+    session.add(followup)
+    await session.flush()
+    stored = definition.model_copy(update={"status": status}).model_dump(mode="json")
+    session.add(FollowUpVersion(followup_id=followup.id, version=1, definition=stored))
+    await session.flush()
+    return followup

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, status
+from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,12 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nudge.api.deps import AdminDep, SessionDep, SettingsDep, TemporalDep
 from nudge.api.followup_runs import signal_poller, start_poller, stop_record_run
 from nudge.errors import Conflict, NotFound
+from nudge.models.followup_bundle import Requirements, read_bundle, requirements, write_bundle
 from nudge.models.followups import FollowUpCopy, FollowUpDefinition, FollowUpPublic
 from nudge.models.payloads import Stop
 from nudge.models.tables import FollowUp, FollowUpRecord, utcnow
 from nudge.store.followup_definitions import (
     create_followup,
+    import_followup,
     list_followups,
+    missing_references,
     public,
     save_new_version,
 )
@@ -87,6 +90,78 @@ async def create(
 async def read_all(principal: AdminDep, session: SessionDep) -> list[FollowUpPublic]:
     """Every follow-up of the tenant."""
     return [await public(session, f) for f in await list_followups(session, principal.tenant_id)]
+
+
+class ImportReport(BaseModel):
+    created: list[FollowUpPublic]
+    missing: Requirements = Field(
+        description="Channels and secrets the imported follow-ups need and this tenant lacks; "
+        "follow-ups that need them were created inactive."
+    )
+
+
+@router.get(
+    "/export",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}, "description": "The zip file."}},
+)
+async def export(
+    principal: AdminDep,
+    session: SessionDep,
+    ids: Annotated[str | None, Query(description="Comma-separated ids; all when omitted.")] = None,
+) -> Response:
+    """Export follow-ups (all, or those named) as a zip another tenant can import."""
+    if ids:
+        wanted = [i for i in ids.split(",") if i]
+        followups = [await get_followup(session, principal.tenant_id, i) for i in wanted]
+    else:
+        followups = await list_followups(session, principal.tenant_id)
+    definitions = [await definition_at(session, f.id, f.version) for f in followups]
+    definitions = [
+        d.model_copy(update={"status": f.status})
+        for d, f in zip(definitions, followups, strict=True)
+    ]
+    return Response(
+        content=write_bundle(principal.tenant, definitions),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{principal.tenant}-followups.zip"'},
+    )
+
+
+@router.post(
+    "/import",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}
+        }
+    },
+)
+async def import_(
+    request: Request,
+    principal: AdminDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+) -> ImportReport:
+    """Import a zip made by export (`--data-binary @file.zip`); reports what is missing."""
+    definitions = read_bundle(await request.body())
+    missing = await missing_references(session, principal.tenant_id, requirements(definitions))
+    lacking = set(missing.channels) | {f"secret:{s}" for s in missing.secrets}
+    created = []
+    for definition in definitions:
+        needs = requirements([definition])
+        wants = set(needs.channels) | {f"secret:{s}" for s in needs.secrets}
+        created.append(
+            await import_followup(
+                session, principal.tenant_id, definition, runnable=not (wants & lacking)
+            )
+        )
+    answers = [await public(session, f) for f in created]
+    await session.commit()
+    for followup in created:
+        await _apply_status(temporal, settings, principal, followup, was="inactive")
+    return ImportReport(created=answers, missing=missing)
 
 
 @router.get("/{followup_id}")

@@ -281,7 +281,7 @@ async def _published_referrer(session: AsyncSession, journey: Journey) -> tuple[
         )
         .where(Journey.tenant_id == journey.tenant_id, Journey.status == "published")
     )
-    for name, definition in rows.tuples():
+    for name, definition in rows.all():
         for step in definition.get("steps", []):
             if step.get("type") == "trigger_journey" and step.get("journey_id") == journey.id:
                 return name, str(step.get("id"))
@@ -346,7 +346,7 @@ async def read_enrollments(
     if state is not None:
         query = query.where(Enrollment.state == state)
     rows = await session.execute(query)
-    return [enrollment_public(e, journey.name, external_id) for e, external_id in rows.tuples()]
+    return [enrollment_public(e, journey.name, external_id) for e, external_id in rows.all()]
 
 
 # The inbox -----------------------------------------------------------------------------------
@@ -373,7 +373,7 @@ async def read_contact_journeys(
         .order_by(Enrollment.started_at.desc(), Enrollment.id.desc())
         .limit(limit)
     )
-    return [enrollment_public(e, name, external_id) for e, name in rows.tuples()]
+    return [enrollment_public(e, name, external_id) for e, name in rows.all()]
 
 
 @contact_router.post(

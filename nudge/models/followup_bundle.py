@@ -1,0 +1,96 @@
+"""The export file of follow-ups: a zip of definitions that another tenant can import.
+
+Secrets travel by name only (templates say `{{ secrets.NAME }}`); their values never leave.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from nudge.errors import InvalidInput
+from nudge.models.followups import FollowUpDefinition, referenced_channel, referenced_secrets
+
+FORMAT = "nudge-followups"
+FORMAT_VERSION = 1
+MAX_FILES = 500
+MAX_BYTES = 20 * 1024 * 1024
+
+
+class Requirements(BaseModel):
+    channels: list[str] = Field(default_factory=list)
+    secrets: list[str] = Field(default_factory=list)
+
+
+def requirements(definitions: list[FollowUpDefinition]) -> Requirements:
+    channels = {c for d in definitions if (c := referenced_channel(d)) is not None}
+    secrets = set().union(*(referenced_secrets(d) for d in definitions)) if definitions else set()
+    return Requirements(channels=sorted(channels), secrets=sorted(secrets))
+
+
+def _file_name(index: int, name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60] or "followup"
+    return f"followups/{index:03d}-{slug}.json"
+
+
+def write_bundle(tenant: str, definitions: list[FollowUpDefinition]) -> bytes:
+    buffer = io.BytesIO()
+    files = [_file_name(i, d.name) for i, d in enumerate(definitions, start=1)]
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "exported_from": tenant,
+        "exported_at": datetime.now(UTC).isoformat(),
+        "followups": files,
+        "requires": requirements(definitions).model_dump(),
+    }
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("manifest.json", json.dumps(manifest, indent=2))
+        for path, definition in zip(files, definitions, strict=True):
+            bundle.writestr(path, definition.model_dump_json(indent=2))
+    return buffer.getvalue()
+
+
+def read_bundle(data: bytes) -> list[FollowUpDefinition]:
+    """The definitions of an export file; every problem is a 422 naming the file and field."""
+    if len(data) > MAX_BYTES:
+        raise InvalidInput.at(("body",), f"the file is larger than {MAX_BYTES // 1_000_000} MB")
+    try:
+        bundle = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise InvalidInput.at(
+            ("body",), "not a zip file made by GET /v1/followups/export"
+        ) from None
+    with bundle:
+        manifest = _json(bundle, "manifest.json")
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise InvalidInput.at(("body", "manifest.json", "format"), f"expected {FORMAT!r}")
+        files = manifest.get("followups")
+        if not isinstance(files, list) or len(files) > MAX_FILES:
+            raise InvalidInput.at(
+                ("body", "manifest.json", "followups"), "expected a list of files"
+            )
+        definitions, problems = [], []
+        for path in files:
+            try:
+                definitions.append(FollowUpDefinition.model_validate(_json(bundle, str(path))))
+            except ValidationError as exc:
+                problems += [(("body", str(path), *e["loc"]), e["msg"]) for e in exc.errors()]
+        if problems:
+            raise InvalidInput(problems)
+        return definitions
+
+
+def _json(bundle: zipfile.ZipFile, path: str) -> Any:
+    try:
+        return json.loads(bundle.read(path))
+    except KeyError:
+        raise InvalidInput.at(("body", path), "missing from the zip") from None
+    except ValueError:
+        raise InvalidInput.at(("body", path), "not valid JSON") from None
