@@ -15,6 +15,7 @@ from nudge.api.routes import (
     actions,
     channels,
     contacts,
+    demo_itsm,
     events,
     followups,
     groups,
@@ -77,5 +78,8 @@ def create_app(
     )
     for module in routers:
         app.include_router(module.router)
+    if settings.env == "development":
+        # Sample data for trying follow-ups; never part of a production API.
+        app.include_router(demo_itsm.router)
     app.include_router(journeys.contact_router)
     return app

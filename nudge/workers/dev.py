@@ -143,6 +143,7 @@ class DevStack:
         self._start_apps()
         if not self._wait_until(self._api_healthy, "the API"):
             return 0
+        self._seed_followup_demo(demo_key)
         self._print_banner(demo_key)
         return self._supervise()
 
@@ -161,6 +162,15 @@ class DevStack:
         except (SQLAlchemyError, OSError) as exc:
             raise StackError(f"could not prepare the database: {exc}") from None
         return key
+
+    def _seed_followup_demo(self, key: str) -> None:
+        """The demo follow-up against the sample ITSM, on first start."""
+        from nudge.workers.demo_followup import seed_followup_demo
+
+        try:
+            seed_followup_demo(f"http://{LOOPBACK}:{self.api_port}", key)
+        except httpx.HTTPError as exc:
+            _say(f"could not create the demo follow-up ({exc}); the rest of the stack runs")
 
     def _start_temporal(self, temporal: Path) -> None:
         command = [
