@@ -98,7 +98,9 @@ def kill_all(pids: set[int]) -> None:
 
 
 @contextlib.contextmanager
-def running_dev(data_dir: Path, logs: Path) -> Iterator[DevRun]:
+def running_dev(
+    data_dir: Path, logs: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[DevRun]:
     """`nudge dev` started and ready; whatever happens, nothing of it outlives the test."""
     api_port, temporal_port, ui_port = distinct_free_ports(3)
     logs.mkdir(parents=True, exist_ok=True)
@@ -109,7 +111,7 @@ def running_dev(data_dir: Path, logs: Path) -> Iterator[DevRun]:
             stdout=out,
             stderr=err,
             stdin=subprocess.DEVNULL,
-            env=hermetic_env(),
+            env={**hermetic_env(), **(extra_env or {})},
             start_new_session=True,
         )
     run = DevRun(process, api_port, ui_port, stdout, stderr)
@@ -215,7 +217,7 @@ def test_busy_port_is_refused_in_one_line(tmp_path: Path) -> None:
             dev_command(tmp_path / "data", busy, temporal_port, ui_port),
             capture_output=True,
             text=True,
-            env=hermetic_env(),
+            env={**hermetic_env(), **(extra_env or {})},
             timeout=30,
             check=False,
         )
