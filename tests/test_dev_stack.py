@@ -217,7 +217,7 @@ def test_busy_port_is_refused_in_one_line(tmp_path: Path) -> None:
             dev_command(tmp_path / "data", busy, temporal_port, ui_port),
             capture_output=True,
             text=True,
-            env={**hermetic_env(), **(extra_env or {})},
+            env=hermetic_env(),
             timeout=30,
             check=False,
         )
