@@ -121,9 +121,7 @@ async def test_an_entry_journey_is_published_after_the_journeys_it_hands_over_to
 ) -> None:
     await setup_contact(api, tenant, webhook_receiver)
     admin = tenant.headers()
-    part = await create(
-        api, tenant, journey("Part", trigger={"type": "manual"}), publish=False
-    )
+    part = await create(api, tenant, journey("Part", trigger={"type": "manual"}), publish=False)
     handover = [{"id": "go", "type": "trigger_journey", "journey_id": part["id"]}]
     entry = await create(api, tenant, journey("Entry", steps=handover), publish=False)
 
@@ -277,7 +275,9 @@ async def test_stopping_a_journey_ejects_everyone_for_good(
     )
     assert [e["id"] for e in listed.json()] == [done["id"]]
 
-    republished = await api.post(f"/v1/journeys/{onboarding['id']}/publish", headers=tenant.headers())
+    republished = await api.post(
+        f"/v1/journeys/{onboarding['id']}/publish", headers=tenant.headers()
+    )
     assert republished.json()["status"] == "published"
     ejected = await enroll(api, tenant, onboarding["id"])
     assert ejected.status_code == 409
@@ -394,7 +394,10 @@ async def test_a_bad_template_is_refused_whole_naming_the_field(
     broken["journeys"]["product"]["steps"][5]["journey_id"] = "@nowhere"
     broken["journeys"]["sales"]["steps"][1]["kind"] = "robot"
     fields = problems(await api.post("/v1/journeys/import", json=broken, headers=tenant.headers()))
-    assert fields["body.journeys.product.steps.5.journey_id"] == "no journey 'nowhere' in this template"
+    assert (
+        fields["body.journeys.product.steps.5.journey_id"]
+        == "no journey 'nowhere' in this template"
+    )
     assert "body.journeys.sales.steps.1.assign.kind" in fields
     outside = copy.deepcopy(chat_menu())
     outside["journeys"]["about"]["steps"][0]["channel"] = "pager"
@@ -402,5 +405,7 @@ async def test_a_bad_template_is_refused_whole_naming_the_field(
         await api.post("/v1/journeys/import", json=outside, headers=tenant.headers())
     ) == {"body.journeys.about.steps.0.channel": "no channel 'pager'"}
     assert (await api.get("/v1/journeys", headers=tenant.headers())).json() == []
-    forbidden = await api.post("/v1/journeys/import", json=chat_menu(), headers=tenant.headers("service"))
+    forbidden = await api.post(
+        "/v1/journeys/import", json=chat_menu(), headers=tenant.headers("service")
+    )
     assert forbidden.status_code == 403

@@ -19,7 +19,13 @@ def text(message: str) -> dict[str, str]:
 
 
 def send(step_id: str, message: str, **more: Any) -> dict[str, Any]:
-    return {"id": step_id, "type": "send_message", "channel": HOOK, "message": text(message), **more}
+    return {
+        "id": step_id,
+        "type": "send_message",
+        "channel": HOOK,
+        "message": text(message),
+        **more,
+    }
 
 
 def ask(step_id: str, question: str, variable: str = "reply", **more: Any) -> dict[str, Any]:
@@ -70,7 +76,9 @@ async def create(
     assert answer.status_code == 201, answer.text
     created: dict[str, Any] = answer.json()
     if publish:
-        published = await api.post(f"/v1/journeys/{created['id']}/publish", headers=tenant.headers())
+        published = await api.post(
+            f"/v1/journeys/{created['id']}/publish", headers=tenant.headers()
+        )
         assert published.status_code == 200, published.text
         created = published.json()
     return created

@@ -258,7 +258,7 @@ async def _triggered(
     )
     return [
         journey_id
-        for journey_id, definition in rows.all()
+        for journey_id, definition in (row._tuple() for row in rows)
         if Trigger.model_validate(definition["trigger"]).matches(event.text)
     ]
 

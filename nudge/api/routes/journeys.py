@@ -281,7 +281,7 @@ async def _published_referrer(session: AsyncSession, journey: Journey) -> tuple[
         )
         .where(Journey.tenant_id == journey.tenant_id, Journey.status == "published")
     )
-    for name, definition in rows.all():
+    for name, definition in (row._tuple() for row in rows):
         for step in definition.get("steps", []):
             if step.get("type") == "trigger_journey" and step.get("journey_id") == journey.id:
                 return name, str(step.get("id"))
