@@ -666,7 +666,10 @@ async def test_running_records_finish_on_their_version_and_new_ones_take_the_new
 
 
 async def test_export_carries_definitions_and_secret_names_and_another_tenant_imports_them(
-    api: httpx.AsyncClient, make_tenant: Any, webhook_receiver: WebhookReceiver, itsm: WebhookReceiver
+    api: httpx.AsyncClient,
+    make_tenant: Any,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
 ) -> None:
     import io
     import zipfile
@@ -684,10 +687,15 @@ async def test_export_carries_definitions_and_secret_names_and_another_tenant_im
     assert manifest["requires"] == {"channels": ["ops"], "secrets": ["ITSM_TOKEN"]}
     assert len(manifest["followups"]) == 1
     assert "itsm-s3cret" not in exported.content.decode("latin-1")
-    assert json.loads(bundle.read(manifest["followups"][0]))["schedule"] == {"notify_minutes": 60, "attempts": 3}
+    assert json.loads(bundle.read(manifest["followups"][0]))["schedule"] == {
+        "notify_minutes": 60,
+        "attempts": 3,
+    }
 
     imported = await api.post(
-        "/v1/followups/import", content=exported.content, headers={**globex.headers(), "Content-Type": "application/zip"}
+        "/v1/followups/import",
+        content=exported.content,
+        headers={**globex.headers(), "Content-Type": "application/zip"},
     )
     assert imported.status_code == 201, imported.text
     report = imported.json()
@@ -696,21 +704,107 @@ async def test_export_carries_definitions_and_secret_names_and_another_tenant_im
     assert (created["name"], created["status"]) == ("Tickets pending approval", "inactive")
     assert created["data_extraction"] == first["data_extraction"]
     everything = await api.get("/v1/followups/export", headers=acme.headers())
-    assert len(json.loads(zipfile.ZipFile(io.BytesIO(everything.content)).read("manifest.json"))["followups"]) == 2
+    assert (
+        len(
+            json.loads(zipfile.ZipFile(io.BytesIO(everything.content)).read("manifest.json"))[
+                "followups"
+            ]
+        )
+        == 2
+    )
 
 
-async def test_a_bad_import_file_is_refused_naming_the_problem(api: httpx.AsyncClient, tenant: TenantKeys) -> None:
+async def test_a_bad_import_file_is_refused_naming_the_problem(
+    api: httpx.AsyncClient, tenant: TenantKeys
+) -> None:
     import io
     import zipfile
 
     headers = {**tenant.headers(), "Content-Type": "application/zip"}
-    assert problems(await api.post("/v1/followups/import", content=b"not a zip", headers=headers)) == {
-        "body": "not a zip file made by GET /v1/followups/export"
-    }
+    assert problems(
+        await api.post("/v1/followups/import", content=b"not a zip", headers=headers)
+    ) == {"body": "not a zip file made by GET /v1/followups/export"}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as bundle:
-        bundle.writestr("manifest.json", json.dumps({"format": "nudge-followups", "followups": ["a.json"]}))
+        bundle.writestr(
+            "manifest.json", json.dumps({"format": "nudge-followups", "followups": ["a.json"]})
+        )
         bundle.writestr("a.json", json.dumps({"name": "x"}))
-    fields = problems(await api.post("/v1/followups/import", content=buffer.getvalue(), headers=headers))
+    fields = problems(
+        await api.post("/v1/followups/import", content=buffer.getvalue(), headers=headers)
+    )
     assert "body.a.json.data_extraction" in fields
     assert (await api.get("/v1/followups", headers=tenant.headers())).json() == []
+
+
+async def test_groups_are_reminded_unknown_recipients_reported_and_after_each_runs(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    await setup_tenant(api, tenant, webhook_receiver)
+    admin = tenant.headers()
+    for member in ("bob", "cy"):
+        await api.put(
+            f"/v1/contacts/{member}", json={"email": f"{member}@example.com"}, headers=admin
+        )
+    await api.put("/v1/groups/service-desk", json={"members": ["bob", "cy"]}, headers=admin)
+    itsm.serve_json(
+        "/api/tickets",
+        {
+            "result": [
+                {**TICKET, "approver": {"email": "ghost@example.com"}, "group": "service-desk"}
+            ]
+        },
+    )
+    body = definition(itsm)
+    body["recipients"] = {
+        "user": {"source": "approver.email", "match_on": "email"},
+        "group": {"source": "group", "match_on": "name"},
+    }
+    body["post_actions"]["after_each_attempt"] = [
+        {
+            "type": "integration",
+            "integration": {
+                "name": "note",
+                "method": "POST",
+                "url": itsm.base_url + "/api/tickets/{{ followup.data.number }}/notes",
+                "body": '{"text": "reminder {{ followup.attempt }} sent"}',
+            },
+        },
+    ]
+    followup = await create(api, tenant, body)
+
+    sent = await reminders(webhook_receiver, 2)
+    assert sorted(m["recipient"]["external_id"] for m in sent) == ["bob", "cy"]
+    await until(lambda: posts_to(itsm, "/notes"), "after_each_attempt did not run")
+    note = next(r for r in itsm.requests if r.path.endswith("/notes"))
+    assert note.json == {"text": "reminder 1 sent"}
+    await until_attempts(api, tenant, followup["id"], 1)
+    problems_seen = (await record(api, tenant, followup["id"]))["problems"]
+    assert problems_seen["unmatched_recipients"] == ["user email=ghost@example.com"]
+
+
+async def test_a_recipient_integration_names_who_to_remind(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    await setup_tenant(api, tenant, webhook_receiver)
+    await api.put("/v1/contacts/mgr-7", json={"name": "Manager"}, headers=tenant.headers())
+    itsm.serve_json("/api/users/ada@example.com/manager", {"manager": {"id": "mgr-7"}})
+    body = definition(itsm)
+    body["recipients"] = {
+        "integration": {
+            "name": "manager",
+            "url": itsm.base_url + "/api/users/{{ followup.data.approver.email }}/manager",
+        },
+        "user": {"source": "manager.id", "match_on": "external_id"},
+    }
+    await create(api, tenant, body)
+    [sent] = await reminders(webhook_receiver, 1)
+    assert sent["recipient"]["external_id"] == "mgr-7"
