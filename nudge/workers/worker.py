@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -30,6 +31,8 @@ from nudge.workflows.journey_stop import JourneyStopAll
 from nudge.workflows.notification import SendNotification
 
 log = logging.getLogger(__name__)
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=3)
 
 WORKFLOWS: Sequence[type] = (
     SendNotification,
@@ -89,13 +92,19 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
     )
 
 
-def build_worker(client: Client, task_queue: str, activities: list[Any]) -> Worker:
+def build_worker(
+    client: Client,
+    task_queue: str,
+    activities: list[Any],
+    graceful_shutdown: timedelta = timedelta(0),
+) -> Worker:
     return Worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
         activities=activities,
         workflow_runner=sandbox_runner(),
+        graceful_shutdown_timeout=graceful_shutdown,
     )
 
 
@@ -115,7 +124,10 @@ async def worker_resources(settings: Settings) -> AsyncIterator[list[Any]]:
 async def run_worker(settings: Settings) -> None:
     client = await connect(settings)
     async with worker_resources(settings) as activities:
-        worker = build_worker(client, settings.task_queue, activities)
+        # A poll or a send under way gets a moment to finish rather than being cut off.
+        worker = build_worker(
+            client, settings.task_queue, activities, graceful_shutdown=GRACEFUL_SHUTDOWN
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,0 +1,336 @@
+"""Message and assignment events and journeys, through the HTTP API: messages start journeys,
+answer their questions and end them (exit conditions); the chat menu walked through."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from nudge.journey_templates import TEMPLATES_DIR
+from tests.conftest import TenantKeys, problems
+from tests.utils.journeys import (
+    ask,
+    at_step,
+    create,
+    ended,
+    enroll,
+    in_progress,
+    journey,
+    message,
+    quiet,
+    send,
+    sent_texts,
+    setup_contact,
+)
+from tests.utils.receivers import WebhookReceiver
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+@pytest.fixture
+def time_env(own_time_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    """Enrollments wait for replies: a leftover one must not hold the shared server's clock."""
+    return own_time_env
+
+
+def by_message(name: str, *keywords: str, **settings: Any) -> dict[str, Any]:
+    """A journey that a matching incoming message starts: it greets, then asks."""
+    return journey(
+        name,
+        trigger={"type": "incoming_message", "keywords": list(keywords)},
+        steps=[send("greet", f"{name} here"), ask("question", f"{name}: anything else?")],
+        **settings,
+    )
+
+
+def nurture(*exit_conditions: str) -> dict[str, Any]:
+    """An `api` journey that sends, waits an hour, and sends again."""
+    return journey(
+        "Nurture",
+        steps=[
+            send("hello", "Hello"),
+            {"id": "pause", "type": "wait", "minutes": 60},
+            send("later", "Still there?"),
+        ],
+        exit_conditions=list(exit_conditions),
+    )
+
+
+# Messages start journeys ---------------------------------------------------------------------
+
+
+async def test_an_incoming_message_starts_the_journeys_whose_keywords_it_has(
+    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+) -> None:
+    await setup_contact(api, tenant, webhook_receiver)
+    support = await create(api, tenant, by_message("Support", "help", "broken"))
+    offers = await create(api, tenant, by_message("Offers", "offer"))
+    await create(api, tenant, by_message("Draft", "help"), publish=False)
+
+    accepted = await message(api, tenant, "I need HELP, please", "m-1")
+    assert (accepted["status"], accepted["journeys_started"]) == ("accepted", [support["id"]])
+    assert await sent_texts(webhook_receiver, 2) == ["Support here", "Support: anything else?"]
+    await at_step(api, tenant, support["id"], "question")
+    assert [e["journey_id"] for e in await in_progress(api, tenant)] == [support["id"]]
+
+    # Whole words only: "offerings" is not "offer".
+    unmatched = await message(api, tenant, "any offerings?", "m-2")
+    assert unmatched["journeys_started"] == []
+    assert offers["id"] not in [e["journey_id"] for e in await in_progress(api, tenant)]
+    await quiet(webhook_receiver, 2)
+
+
+async def test_a_repeated_message_id_does_nothing_more(
+    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+) -> None:
+    await setup_contact(api, tenant, webhook_receiver)
+    anything = await create(api, tenant, by_message("Anything"))  # no keywords: any message
+    first = await message(api, tenant, "hello", "m-1")
+    assert first["journeys_started"] == [anything["id"]]
+    await at_step(api, tenant, anything["id"], "question")
+
+    repeated = await message(api, tenant, "hello", "m-1")
+    assert repeated == {
+        "status": "duplicate",
+        "message_id": "m-1",
+        "journeys_started": [],
+        "journeys_notified": [],
+    }
+    # Had it been delivered, it would have answered the question and ended the journey.
+    await quiet(webhook_receiver, 2)
+    [still] = await in_progress(api, tenant)
+    assert (still["state"], still["current_step"]) == ("active", "question")
+    history = await api.get("/v1/contacts/ada/messages", headers=tenant.headers())
+    assert [m["text"] for m in history.json()["items"] if m["direction"] == "incoming"] == ["hello"]
+
+
+async def test_a_message_answers_the_question_it_started_and_does_not_restart_it(
+    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+) -> None:
+    await setup_contact(api, tenant, webhook_receiver)
+    chat = await create(
+        api, tenant, by_message("Chat", exit_conditions=["incoming_message"])
+    )  # the exit condition must not take the message that started it, nor the answer
+    first = await message(api, tenant, "hi", "m-1")
+    assert (first["journeys_started"], first["journeys_notified"]) == ([chat["id"]], [])
+    await at_step(api, tenant, chat["id"], "question")
+
+    answered = await message(api, tenant, "no thanks", "m-2")
+    assert (answered["journeys_notified"], answered["journeys_started"]) == ([chat["id"]], [])
+    done = await ended(api, tenant, chat["id"])
+    assert done["state"] == "completed"
+    await quiet(webhook_receiver, 2)
+
+
+async def test_many_published_journeys_are_started_at_once(
+    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+) -> None:
+    await setup_contact(api, tenant, webhook_receiver)
+    for i in range(24):
+        await create(api, tenant, by_message(f"Other {i}", f"other{i}"))
+    wanted = {(await create(api, tenant, by_message(f"Go {i}", "go")))["id"] for i in range(6)}
+
+    started = asyncio.get_running_loop().time()
+    accepted = await message(api, tenant, "go", "m-1")
+    elapsed = asyncio.get_running_loop().time() - started
+    assert set(accepted["journeys_started"]) == wanted
+    assert elapsed < 5, f"the event took {elapsed:.1f} s"
+    await sent_texts(webhook_receiver, 12)
+    assert {e["journey_id"] for e in await in_progress(api, tenant)} == wanted
+
+
+async def test_contacts_ejected_by_a_stop_are_not_started_again_by_messages(
+    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+) -> None:
+    await setup_contact(api, tenant, webhook_receiver)
+    chat = await create(api, tenant, by_message("Chat", "hi"))
+    await message(api, tenant, "hi", "m-1")
+    await at_step(api, tenant, chat["id"], "question")
+    await api.post(f"/v1/journeys/{chat['id']}/stop", headers=tenant.headers())
+    await ended(api, tenant, chat["id"])
+    await api.post(f"/v1/journeys/{chat['id']}/publish", headers=tenant.headers())
+
+    again = await message(api, tenant, "hi again", "m-2")
+    assert again["journeys_started"] == []
+    await quiet(webhook_receiver, 2)
+
+
+async def test_an_event_for_an_unknown_contact_is_refused(
+    api: httpx.AsyncClient, tenant: TenantKeys
+) -> None:
+    event = {"contact_id": "nobody", "direction": "incoming", "channel": "hook", "message_id": "m"}
+    answer = await api.post("/v1/events/messages", json=event, headers=tenant.headers("service"))
+    assert problems(answer) == {"body.contact_id": "no contact with external id 'nobody'"}
+    assignment = {"contact_id": "nobody", "assignee": "grace", "manual": True}
+    answer = await api.post(
+        "/v1/events/assignments", json=assignment, headers=tenant.headers("service")
+    )
+    assert problems(answer) == {"body.contact_id": "no contact with external id 'nobody'"}
+    agent = await api.post(
+        "/v1/events/assignments", json=assignment, headers=tenant.headers("agent")
+    )
+    assert agent.status_code == 403
+
+
+# Exit conditions -----------------------------------------------------------------------------
+
+
+async def test_an_incoming_message_during_a_wait_ends_the_journey(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    await setup_contact(api, tenant, webhook_receiver)
+    run = await create(api, tenant, nurture("incoming_message"))
+    await enroll(api, tenant, run["id"])
+    await at_step(api, tenant, run["id"], "pause")
+
+    accepted = await message(api, tenant, "stop writing to me", "m-1")
+    assert accepted["journeys_notified"] == [run["id"]]
+    done = await ended(api, tenant, run["id"])
+    assert (done["state"], done["ended_by"], done["end_reason"]) == (
+        "exited",
+        "exit condition",
+        "incoming message",
+    )
+    await time_env.sleep(timedelta(hours=2))
+    await quiet(webhook_receiver, 1)
+
+
+async def test_without_the_exit_condition_a_message_changes_nothing(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    await setup_contact(api, tenant, webhook_receiver)
+    run = await create(api, tenant, nurture("outgoing_message"))
+    await enroll(api, tenant, run["id"])
+    await at_step(api, tenant, run["id"], "pause")
+    await message(api, tenant, "thanks", "m-1")
+    await asyncio.sleep(0.3)
+    [still] = await in_progress(api, tenant)
+    assert (still["state"], still["current_step"]) == ("active", "pause")
+
+    await time_env.sleep(timedelta(minutes=61))
+    assert await sent_texts(webhook_receiver, 2) == ["Hello", "Still there?"]
+    assert (await ended(api, tenant, run["id"]))["state"] == "completed"
+
+
+async def test_an_agents_message_ends_it_but_nudges_own_message_echoed_back_does_not(
+    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+) -> None:
+    await setup_contact(api, tenant, webhook_receiver)
+    run = await create(api, tenant, nurture("outgoing_message"))
+    await enroll(api, tenant, run["id"])
+    await at_step(api, tenant, run["id"], "pause")
+    [hello] = await asyncio.to_thread(webhook_receiver.wait_for, 1)
+
+    echo = await message(api, tenant, "Hello", hello.json["idempotency_key"], direction="outgoing")
+    assert (echo["status"], echo["journeys_notified"]) == ("duplicate", [])
+    await asyncio.sleep(0.3)
+    assert [e["state"] for e in await in_progress(api, tenant)] == ["active"]
+
+    agent = await message(api, tenant, "Hi, Grace here", "agent-1", direction="outgoing")
+    assert agent["journeys_notified"] == [run["id"]]
+    done = await ended(api, tenant, run["id"])
+    assert (done["state"], done["end_reason"]) == ("exited", "outgoing message")
+    history = await api.get("/v1/contacts/ada/messages", headers=tenant.headers())
+    assert [m["text"] for m in history.json()["items"]] == ["Hi, Grace here", "Hello"]
+
+
+async def test_a_manual_assignment_ends_the_journey_an_automatic_one_does_not(
+    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+) -> None:
+    await setup_contact(api, tenant, webhook_receiver)
+    run = await create(api, tenant, nurture("manual_assignment"))
+    await enroll(api, tenant, run["id"])
+    await at_step(api, tenant, run["id"], "pause")
+    service = tenant.headers("service")
+
+    automatic = await api.post(
+        "/v1/events/assignments",
+        json={"contact_id": "ada", "assignee": "sales", "manual": False},
+        headers=service,
+    )
+    assert automatic.status_code == 202, automatic.text
+    assert automatic.json()["journeys_notified"] == [run["id"]]
+    await asyncio.sleep(0.3)
+    assert [e["state"] for e in await in_progress(api, tenant)] == ["active"]
+
+    manual = await api.post(
+        "/v1/events/assignments",
+        json={"contact_id": "ada", "assignee": "grace", "manual": True},
+        headers=service,
+    )
+    assert manual.status_code == 202
+    done = await ended(api, tenant, run["id"])
+    assert (done["state"], done["ended_by"], done["end_reason"]) == (
+        "exited",
+        "exit condition",
+        "manual assignment to grace",
+    )
+    await quiet(webhook_receiver, 1)
+
+
+# The chat menu -------------------------------------------------------------------------------
+
+
+async def test_walking_the_chat_menu_into_product_and_back(
+    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+) -> None:
+    await setup_contact(api, tenant, webhook_receiver)
+    template = json.loads((TEMPLATES_DIR / "chat-menu.json").read_text())
+    imported = await api.post("/v1/journeys/import", json=template, headers=tenant.headers())
+    assert imported.status_code == 201, imported.text
+    ids = {j["name"].removeprefix("Chat menu: "): j["id"] for j in imported.json()}
+    menu = (
+        "How can we help? Reply with a number:\n1 Product\n2 Service\n3 About us\n4 Talk to sales"
+    )
+
+    started = await message(api, tenant, "Hello there", "m-1")
+    assert started["journeys_started"] == [ids["main menu"]]
+    assert await sent_texts(webhook_receiver, 2) == ["Hi Ada! Welcome to Nudge.", menu]
+    await at_step(api, tenant, ids["main menu"], "menu")
+
+    await message(api, tenant, "1", "m-2")
+    product = await at_step(api, tenant, ids["product"], "menu")
+    assert product["journey_name"] == "Chat menu: product"
+    assert (await sent_texts(webhook_receiver, 3))[2].startswith("Product. Reply with a number:")
+    [main_before] = [
+        e
+        for e in await in_progress(api, tenant, include_ended=True)
+        if e["journey_id"] == ids["main menu"]
+    ]
+    assert (main_before["state"], main_before["end_reason"]) == (
+        "handed_over",
+        "handed over to 'Chat menu: product'",
+    )
+
+    await message(api, tenant, "1", "m-3")  # "What Nudge does", then the product menu again
+    texts = await sent_texts(webhook_receiver, 5)
+    assert texts[3].startswith("Nudge follows up for your teams")
+    assert texts[4].startswith("Product. Reply with a number:")
+
+    await message(api, tenant, "0", "m-4")  # back to the main menu, at its menu step
+    await at_step(api, tenant, ids["main menu"], "menu")
+    assert (await sent_texts(webhook_receiver, 6))[5] == menu
+    assert [e["journey_name"] for e in await in_progress(api, tenant)] == ["Chat menu: main menu"]
+
+    await message(api, tenant, "4", "m-5")  # talk to sales: the inbox is told to assign
+    done = await ended(api, tenant, ids["talk to sales"])
+    assert done["state"] == "completed"
+    received = await asyncio.to_thread(webhook_receiver.wait_for, 8)
+    assert received[6].json["message"]["text"].startswith("Thanks! Someone from our sales team")
+    assert received[7].json["channel"] == "inbox"
+    assert received[7].json["message"]["text"] == "Assign Ada to the queue sales"
+    assert received[7].json["source"]["assignment"] == {"assignee": "sales", "kind": "queue"}
+    await quiet(webhook_receiver, 8)
+    assert await in_progress(api, tenant) == []
