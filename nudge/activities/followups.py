@@ -10,14 +10,14 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
 from nudge.activities.channels.base import Outbound
 from nudge.activities.delivery import Deliverer
 from nudge.activities.extraction import Extraction, ExtractionError, extract_records
+from nudge.activities.fan_out import FAN_OUT_CONCURRENCY, signal_runs
 from nudge.activities.integrations import (
     AttributeChanges,
     IntegrationError,
@@ -65,9 +65,6 @@ from nudge.store.followups import (
 from nudge.templating import TemplateProblem
 
 log = logging.getLogger(__name__)
-
-# How many record runs one poll starts or signals at once.
-FAN_OUT_CONCURRENCY = 64
 
 
 def _integration_failure(exc: IntegrationError) -> ApplicationError:
@@ -144,7 +141,7 @@ class FollowUpActivities:
         client = activity.client()
         await self._start_records(client, request, definition.name, to_start)
         stop = Stop(by="poll", reason="the record is no longer returned by the integrations")
-        await _signal_all(
+        await signal_runs(
             client,
             [record_workflow_id(request.tenant, request.followup_id, rid) for rid in resolved],
             "resolve",
@@ -278,7 +275,7 @@ class FollowUpActivities:
                 record.ended_by, record.end_reason = request.stop.by, request.stop.reason
             rids = [r.reconciliation_id for r in records]
         ids = [record_workflow_id(request.tenant, request.followup_id, rid) for rid in rids]
-        await _signal_all(activity.client(), ids, "stop", request.stop)
+        await signal_runs(activity.client(), ids, "stop", request.stop)
         return len(ids)
 
     # One record ---------------------------------------------------------------------------
@@ -535,19 +532,3 @@ class FollowUpActivities:
                 record.ended_by, record.end_reason = request.stop.by, request.stop.reason
                 record.ended_at = utcnow()
             record.next_attempt_at = None
-
-
-async def _signal_all(client: Client, workflow_ids: list[str], signal: str, arg: Any) -> None:
-    """Signal runs by their deterministic ids; a run that already ended is fine."""
-    limit = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
-
-    async def send(workflow_id: str) -> None:
-        async with limit:
-            handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(workflow_id)
-            try:
-                await handle.signal(signal, arg)
-            except RPCError as exc:
-                if exc.status != RPCStatusCode.NOT_FOUND:
-                    raise
-
-    await asyncio.gather(*(send(w) for w in workflow_ids))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import httpx
+
 from nudge.models.messages import CardMessage, ImageMessage, TextMessage
 
 
@@ -68,3 +70,24 @@ class ChannelSender(Protocol):
     """Sends one message. Raises a ``ChannelError`` subclass when the provider does not take it."""
 
     async def send(self, outbound: Outbound) -> Receipt: ...
+
+
+MAX_BODY_KEPT = 2000
+# 408 and 429 ask the caller to come back later; every other 4xx is final.
+RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
+
+
+def receipt_or_raise(response: httpx.Response, provider: str) -> Receipt:
+    """An HTTP provider's answer: a receipt for 2xx, otherwise the error that says retry or not."""
+    answer: dict[str, Any] = {
+        "status_code": response.status_code,
+        "body": response.text[:MAX_BODY_KEPT],
+    }
+    if response.is_success:
+        return Receipt(answer)
+    if "retry-after" in response.headers:
+        answer["retry_after"] = response.headers["retry-after"]
+    message = f"{provider} answered {response.status_code}: {answer['body']}"
+    if response.status_code >= 500 or response.status_code in RETRYABLE_CLIENT_ERRORS:
+        raise ProviderUnavailable(message, response=answer)
+    raise ProviderRejected(message, response=answer)

@@ -14,16 +14,18 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from nudge.activities.channels.base import Outbound, ProviderRejected, ProviderUnavailable, Receipt
+from nudge.activities.channels.base import (
+    Outbound,
+    ProviderUnavailable,
+    Receipt,
+    receipt_or_raise,
+)
 from nudge.models.channels import SlackConfig
 from nudge.models.messages import Button, CardMessage, ImageMessage, TextMessage, plain_text
 
 Message = TextMessage | CardMessage | ImageMessage
 Block = dict[str, Any]
 
-MAX_BODY_KEPT = 2000
-# 408 and 429 ask the caller to come back later; every other 4xx is final.
-RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
 
 # Block Kit limits (https://api.slack.com/reference/block-kit).
 MAX_BLOCKS = 50
@@ -70,7 +72,7 @@ class SlackChannel:
             raise ProviderUnavailable(f"Slack unreachable: {exc!r}") from exc
         finally:
             _redacting.reset(redacting)
-        return _receipt_or_raise(response)
+        return receipt_or_raise(response, "Slack")
 
 
 def build_payload(message: Message, config: SlackConfig) -> dict[str, Any]:
@@ -208,21 +210,6 @@ def _fitting_prefix(text: str, size: int) -> int:
         if length > size:
             return index
     return len(text)
-
-
-def _receipt_or_raise(response: httpx.Response) -> Receipt:
-    answer: dict[str, Any] = {
-        "status_code": response.status_code,
-        "body": response.text[:MAX_BODY_KEPT],
-    }
-    if response.is_success:
-        return Receipt(answer)
-    if "retry-after" in response.headers:
-        answer["retry_after"] = response.headers["retry-after"]
-    message = f"Slack answered {response.status_code}: {answer['body']}"
-    if response.status_code >= 500 or response.status_code in RETRYABLE_CLIENT_ERRORS:
-        raise ProviderUnavailable(message, response=answer)
-    raise ProviderRejected(message, response=answer)
 
 
 # httpx logs every request's full URL at INFO; for Slack the URL is the secret.

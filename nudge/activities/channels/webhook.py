@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import httpx
 
 from nudge.activities.channels.base import (
     Outbound,
-    ProviderRejected,
     ProviderUnavailable,
     Receipt,
     Recipient,
+    receipt_or_raise,
 )
 from nudge.models.channels import WebhookConfig
 from nudge.security import sign
-
-MAX_BODY_KEPT = 2000
-# 408 and 429 ask the caller to come back later; every other 4xx is final.
-RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
 
 
 class WebhookChannel:
@@ -46,7 +41,7 @@ class WebhookChannel:
             ) from exc
         except httpx.TransportError as exc:
             raise ProviderUnavailable(f"webhook unreachable: {exc!r}") from exc
-        return _receipt_or_raise(response)
+        return receipt_or_raise(response, "webhook")
 
     def _headers(self, idempotency_key: str, body: bytes) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
@@ -77,18 +72,3 @@ def _recipient_fields(recipient: Recipient) -> dict[str, str]:
         "chat_id": recipient.chat_id,
     }
     return {name: value for name, value in fields.items() if value is not None}
-
-
-def _receipt_or_raise(response: httpx.Response) -> Receipt:
-    answer: dict[str, Any] = {
-        "status_code": response.status_code,
-        "body": response.text[:MAX_BODY_KEPT],
-    }
-    if response.is_success:
-        return Receipt(answer)
-    if "retry-after" in response.headers:
-        answer["retry_after"] = response.headers["retry-after"]
-    message = f"webhook answered {response.status_code}: {answer['body']}"
-    if response.status_code >= 500 or response.status_code in RETRYABLE_CLIENT_ERRORS:
-        raise ProviderUnavailable(message, response=answer)
-    raise ProviderRejected(message, response=answer)
