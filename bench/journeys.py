@@ -142,7 +142,7 @@ async def bare_burst(client: Client, count: int) -> float:
         async def finish(handle: Any) -> None:
             async with LIMIT:
                 await handle.signal(Waiter.finish)
-            await handle.result()
+                await handle.result()
 
         await asyncio.gather(*(finish(h) for h in handles))
         return time.perf_counter() - started
