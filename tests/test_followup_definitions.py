@@ -474,9 +474,9 @@ def test_public_is_the_definition_with_identity() -> None:
     )
 
     assert public.id == "abc" and public.version == 2
-    assert public.model_dump(exclude={"id", "version", "last_poll", "created_at", "updated_at"}) == (
-        FollowUpDefinition.model_validate(example()).model_dump()
-    )
+    assert public.model_dump(
+        exclude={"id", "version", "last_poll", "created_at", "updated_at"}
+    ) == (FollowUpDefinition.model_validate(example()).model_dump())
     assert FollowUpPublic.model_json_schema()["examples"][0]["name"] == example()["name"]
 
 

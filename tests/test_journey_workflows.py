@@ -40,7 +40,7 @@ from nudge.store.journeys import (
 )
 from tests.conftest import TenantKeys
 from tests.utils.histories import keep_history
-from tests.utils.receivers import WebhookReceiver
+from tests.utils.receivers import Reply, WebhookReceiver
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -204,7 +204,11 @@ class Scene:
 
 
 async def details(handle: WorkflowHandle[Any, Any]) -> str:
-    """The run's current details (what the Web UI shows), from the built-in metadata query."""
+    """The run's current details (what the Web UI shows), from the built-in metadata query.
+
+    On a closed run the query makes the worker replay it; tests ask it after their last
+    time skip (the test server seemed to skip time no more after such a query, at times).
+    """
     metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     return str(metadata.current_details)
 
@@ -216,8 +220,8 @@ async def until_details(handle: WorkflowHandle[Any, Any], expected: str) -> None
     await until(said, f"the details never said {expected!r}")
 
 
-async def until(check: Callable[[], Any], what: str) -> Any:
-    for _ in range(300):
+async def until(check: Callable[[], Any], what: str, attempts: int = 300) -> Any:
+    for _ in range(attempts):
         found = await check()
         if found:
             return found
@@ -288,9 +292,9 @@ async def test_a_three_day_wait_ends_at_once_on_an_incoming_message(scene: Scene
         "incoming message",
     )
     assert ended.waiting_until is None and ended.ended_at is not None
-    assert await details(handle) == ("Ended: exit condition incoming message")
     await quiet(scene.env)
     assert scene.sent() == ["Hello Ada"]
+    assert await details(handle) == "Ended: exit condition incoming message"
     await keep_history(handle, "journey-exit-condition")
 
 
@@ -361,10 +365,10 @@ async def test_an_agent_stop_ends_the_run_and_says_who(scene: Scene) -> None:
         "agent ana",
         "taking over",
     )
-    assert await details(handle) == "Stopped by agent ana: taking over"
     await quiet(scene.env)
     assert scene.sent() == ["Rate us 1-5"]
     assert not await scene.signal(journey_id, "stop", Stop(by="agent ana", reason="again"))
+    assert await details(handle) == "Stopped by agent ana: taking over"
 
 
 async def test_stopping_a_journey_ejects_everyone_for_good(scene: Scene) -> None:
@@ -405,7 +409,6 @@ async def test_stopping_a_journey_ejects_everyone_for_good(scene: Scene) -> None
         row = await scene.newest(journey_id, contact)
         assert (row.state, row.ejected, row.ended_by) == ("stopped", True, "admin API key")
     assert [await h.result() for h in (asking, waiting, fresh)] == ["stopped"] * 3
-    assert await details(asking) == ("Stopped by admin API key: journey stopped")
 
     await quiet(scene.env)
     assert len(scene.sent()) <= sent_before + 1  # at most cy's hello, if it left first
@@ -417,6 +420,7 @@ async def test_stopping_a_journey_ejects_everyone_for_good(scene: Scene) -> None
     newcomer = await scene.enroll(journey_id, "dee")
     await scene.at_step(journey_id, "pause", "dee")
     assert (await newcomer.describe()).status == WorkflowExecutionStatus.RUNNING
+    assert await details(asking) == "Stopped by admin API key: journey stopped"
 
 
 # Asking and branching --------------------------------------------------------------------------
@@ -708,7 +712,7 @@ async def test_a_retried_send_is_sent_once(
         tenant_id=scene.tenant.id,
         enrollment_id=enrollment.id,
         step_id="hello",
-        key_prefix="journey/test",
+        key_prefix=f"journey/{scene.tenant.slug}/test",
     )
     async with httpx.AsyncClient() as http:
         send_step = next(
@@ -722,4 +726,45 @@ async def test_a_retried_send_is_sent_once(
         await env.run(send_step, request.model_copy(update={"visit": 2}))
     assert scene.sent() == ["Hello", "Hello"]
     keys = [r.headers["idempotency-key"] for r in scene.hook.requests]
-    assert keys == ["journey/test:hello#1:ada:chat", "journey/test:hello#2:ada:chat"]
+    prefix = f"journey/{scene.tenant.slug}/test"
+    assert keys == [f"{prefix}:hello#1:ada:chat", f"{prefix}:hello#2:ada:chat"]
+
+
+async def test_a_stop_does_not_wait_for_a_send_that_is_still_retrying(scene: Scene) -> None:
+    scene.hook.serve("/hook", Reply(status=503, body="down"))
+    journey_id = await scene.journey(journey("Down", [send("hello", "Hi"), send("after", "Hi")]))
+    handle = await scene.enroll(journey_id)
+    await asyncio.to_thread(scene.hook.wait_for, 1, 20)
+    assert await scene.signal(journey_id, "stop", Stop(by="agent ana", reason="provider down"))
+    assert await handle.result() == "stopped"
+    tries = len(scene.hook.requests)
+    await quiet(scene.env, hours=2)
+    assert len(scene.hook.requests) == tries  # the retrying send was cancelled
+    assert (await scene.newest(journey_id)).state == "stopped"
+
+
+async def test_a_long_loop_continues_as_new_keeping_visits_and_jumps(scene: Scene) -> None:
+    journey_id = await scene.journey(
+        journey(
+            "Long loop",
+            [send("tick", "tick"), {"id": "again", "type": "jump_to", "target": "tick"}],
+            max_jumps=1000,
+        )
+    )
+    handle = await scene.enroll(journey_id)
+    await until(lambda: closed(handle), "the loop never ended", attempts=1200)
+    history = await handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    assert started.continued_execution_run_id  # the history grew long: it continued as new
+    row = await scene.newest(journey_id)
+    assert (
+        row.end_reason
+        == "more than 1000 jumps (its max_jumps), the last one from step again to tick"
+    )
+    # Every visit sent once: visit counters went on across runs (a reset would repeat keys).
+    keys = {r.headers["idempotency-key"] for r in scene.hook.requests}
+    assert len(scene.hook.requests) == len(keys) == 1001
+
+
+async def closed(handle: WorkflowHandle[Any, Any]) -> bool:
+    return (await handle.describe()).status != WorkflowExecutionStatus.RUNNING

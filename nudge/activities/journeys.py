@@ -7,7 +7,6 @@ its runs receive their stop signal.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +14,11 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
 from nudge.activities.channels.base import Outbound
 from nudge.activities.delivery import Deliverer
+from nudge.activities.fan_out import signal_runs
 from nudge.activities.integrations import IntegrationError, apply_set_attributes, call_integration
 from nudge.activities.notifications import contact_context, recipient_of
 from nudge.errors import Conflict
@@ -33,6 +31,7 @@ from nudge.models.journeys import (
     BranchStep,
     HttpRequestStep,
     JourneyDefinition,
+    JumpToStep,
     SendMessageStep,
     Step,
     TriggerJourneyStep,
@@ -69,8 +68,6 @@ from nudge.templating import render
 
 # The channel an `assign` step without an integration tells.
 INBOX_CHANNEL = "inbox"
-# How many runs a stop of a whole journey signals at once.
-FAN_OUT_CONCURRENCY = 64
 
 
 @dataclass
@@ -133,8 +130,8 @@ def journey_plan(journey_id: str, version: int, definition: JourneyDefinition) -
             planned.on_timeout = step.on_timeout or planned.next
         elif isinstance(step, TriggerJourneyStep):
             planned.journey_id, planned.start_at = step.journey_id, step.start_at
-        elif step.type == "jump_to":
-            planned.target = definition.targets(step.id)[0]
+        elif isinstance(step, JumpToStep):
+            planned.target = step.target
         return planned
 
     return JourneyPlan(
@@ -453,23 +450,7 @@ async def _done_hand_over(
         .join(Journey, Journey.id == Enrollment.journey_id)
         .where(Enrollment.parent_id == enrollment.id)
     )
-    child, name = rows.tuples().one()
+    child, name = rows.one()
     return answer.model_copy(
         update={"started": True, "enrollment_id": child.id, "journey_name": name}
     )
-
-
-async def signal_runs(client: Client, workflow_ids: list[str], signal: str, arg: Any) -> None:
-    """Signal runs by their deterministic ids, a few at a time; a run that ended is fine."""
-    limit = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
-
-    async def send(workflow_id: str) -> None:
-        async with limit:
-            handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(workflow_id)
-            try:
-                await handle.signal(signal, arg)
-            except RPCError as exc:
-                if exc.status != RPCStatusCode.NOT_FOUND:
-                    raise
-
-    await asyncio.gather(*(send(w) for w in workflow_ids))

@@ -212,7 +212,7 @@ async def active_enrollments_of_contact(
         )
         .order_by(Enrollment.started_at, Enrollment.id)
     )
-    return [(enrollment, journey) for enrollment, journey in rows.tuples()]
+    return [(enrollment, journey) for enrollment, journey in rows]
 
 
 async def contact_journeys(

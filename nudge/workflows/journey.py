@@ -13,9 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
-from temporalio.workflow import ParentClosePolicy
+from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from nudge.activities.journeys import JourneyActivities
@@ -44,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from nudge.workflows.timers import wait_until
 
 EXIT_CONDITION = "exit condition"
+OUTWARD_STEPS = frozenset({"send_message", "ask", "assign", "http_request"})
 Ending = tuple[str, Stop]  # (enrollment state, who or what ended it and why)
 StepRunner = Callable[[JourneyStepPlan, int], Awaitable[str | None]]
 
@@ -345,13 +345,19 @@ class JourneyEnrollment:
     ) -> StepOutcome | None:
         """Run a step's activity; None when the enrollment ends instead (an exit condition or
         a stop meanwhile, a failure, or a stop of the whole journey found in the database)."""
-        outward = step.type in ("send_message", "ask", "assign", "http_request", "update_contact")
+        # Calls to providers and integrations give up after their retries (the step fails
+        # with the reason); database work is retried until the database is back.
+        outward = step.type in OUTWARD_STEPS
         handle = workflow.start_activity_method(
             activity,
             arg,
             start_to_close_timeout=ATTEMPT_TIMEOUT if outward else BOOKKEEPING_TIMEOUT,
             retry_policy=DELIVERY_RETRY if outward else BOOKKEEPING_RETRY,
             summary=f"{summary} ({step.id})",
+            # Left behind, not cancelled, when the enrollment ends meanwhile: the run closes
+            # at once (which ends its retries), and a cancel request could race with the
+            # activity's own completion. The activity checks the database before it sends.
+            cancellation_type=ActivityCancellationType.ABANDON,
         )
         await workflow.wait_condition(lambda: handle.done() or self._ended is not None)
         if not handle.done():
@@ -382,15 +388,11 @@ class JourneyEnrollment:
         )
 
     async def _load_plan(self) -> JourneyPlan:
-        plan: JourneyPlan = await workflow.execute_activity_method(
-            JourneyActivities.load_journey_plan,
-            EnrollmentRef(
-                tenant_id=self._request.tenant_id, enrollment_id=self._request.enrollment_id
-            ),
-            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-            # A version that cannot be read will not be readable on a retry either.
-            retry_policy=RetryPolicy(maximum_attempts=5),
-            summary="load the journey version",
+        ref = EnrollmentRef(
+            tenant_id=self._request.tenant_id, enrollment_id=self._request.enrollment_id
+        )
+        plan: JourneyPlan = await self._bookkeeping(
+            JourneyActivities.load_journey_plan, ref, "load the journey version"
         )
         return plan
 
