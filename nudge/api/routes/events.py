@@ -257,9 +257,7 @@ async def _triggered(
         .order_by(Journey.created_at, Journey.id)
     )
     return [
-        journey_id
-        for journey_id, definition in (row._tuple() for row in rows)
-        if Trigger.model_validate(definition["trigger"]).matches(event.text)
+        str(row[0]) for row in rows if Trigger.model_validate(row[1]["trigger"]).matches(event.text)
     ]
 
 

@@ -281,7 +281,8 @@ async def _published_referrer(session: AsyncSession, journey: Journey) -> tuple[
         )
         .where(Journey.tenant_id == journey.tenant_id, Journey.status == "published")
     )
-    for name, definition in (row._tuple() for row in rows):
+    for row in rows:
+        name, definition = str(row[0]), row[1]
         for step in definition.get("steps", []):
             if step.get("type") == "trigger_journey" and step.get("journey_id") == journey.id:
                 return name, str(step.get("id"))
