@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nudge.templating import check_template, render
 
@@ -80,13 +80,13 @@ class ImageMessage(_Strict):
 
 AnyMessage = TextMessage | CardMessage | ImageMessage
 MessageTemplate = Annotated[AnyMessage, Field(discriminator="kind")]
-# mypy cannot see through an Annotated union given to TypeAdapter.
-_message_adapter: TypeAdapter[AnyMessage] = TypeAdapter(MessageTemplate)  # type: ignore[arg-type]
+class _StoredMessage(BaseModel):
+    message: MessageTemplate
 
 
 def parse_message(data: Any) -> AnyMessage:
     """A stored message definition (JSON) back as its model."""
-    return _message_adapter.validate_python(data)
+    return _StoredMessage(message=data).message
 
 
 def render_message(
