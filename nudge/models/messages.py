@@ -80,6 +80,8 @@ class ImageMessage(_Strict):
 
 AnyMessage = TextMessage | CardMessage | ImageMessage
 MessageTemplate = Annotated[AnyMessage, Field(discriminator="kind")]
+
+
 class _StoredMessage(BaseModel):
     message: MessageTemplate
 
