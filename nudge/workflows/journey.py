@@ -401,7 +401,9 @@ class JourneyEnrollment:
             "completed",
             Stop(by="journey", reason="passed its last step"),
         )
-        recorded: StepOutcome = await self._bookkeeping(
+        # A local activity: the end is one quick database write, and an exit condition's
+        # latency is mostly round trips to the server, so this one skips them.
+        recorded: StepOutcome = await workflow.execute_local_activity_method(
             JourneyActivities.end_enrollment,
             EndEnrollmentInput(
                 tenant_id=self._request.tenant_id,
@@ -409,7 +411,9 @@ class JourneyEnrollment:
                 state=state,
                 stop=stop,
             ),
-            f"record the end: {state}",
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING_RETRY,
+            summary=f"record the end: {state}",
         )
         # What the database holds wins: a stop of the whole journey may have come first.
         self._say(_ending(recorded.state, recorded.ended_by or "", recorded.end_reason or ""))
