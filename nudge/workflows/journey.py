@@ -401,9 +401,7 @@ class JourneyEnrollment:
             "completed",
             Stop(by="journey", reason="passed its last step"),
         )
-        # A local activity: the end is one quick database write, and an exit condition's
-        # latency is mostly round trips to the server, so this one skips them.
-        recorded: StepOutcome = await workflow.execute_local_activity_method(
+        recorded: StepOutcome = await self._bookkeeping(
             JourneyActivities.end_enrollment,
             EndEnrollmentInput(
                 tenant_id=self._request.tenant_id,
@@ -411,9 +409,7 @@ class JourneyEnrollment:
                 state=state,
                 stop=stop,
             ),
-            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-            retry_policy=BOOKKEEPING_RETRY,
-            summary=f"record the end: {state}",
+            f"record the end: {state}",
         )
         # What the database holds wins: a stop of the whole journey may have come first.
         self._say(_ending(recorded.state, recorded.ended_by or "", recorded.end_reason or ""))
