@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlparse
@@ -142,19 +143,36 @@ async def reminders(hook: WebhookReceiver, count: int) -> list[dict[str, Any]]:
     return [r.json for r in received]
 
 
+async def eventually(probe: Callable[[], Any], what: str) -> Any:
+    """The first truthy answer of ``probe`` (sync or async) within 10 s; else fail naming ``what``."""
+    for _ in range(200):
+        answer = probe()
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if answer:
+            return answer
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def first_record(api: httpx.AsyncClient, tenant: TenantKeys, followup_id: str) -> Any:
+    listed = (
+        await api.get(f"/v1/followups/{followup_id}/records", headers=tenant.headers())
+    ).json()
+    return listed[0] if listed else None
+
+
 async def record(
     api: httpx.AsyncClient, tenant: TenantKeys, followup_id: str, until: str | None = None
 ) -> dict[str, Any]:
     """The follow-up's only record, once it reaches state ``until``."""
-    for _ in range(200):
-        listed = (
-            await api.get(f"/v1/followups/{followup_id}/records", headers=tenant.headers())
-        ).json()
-        if listed and (until is None or listed[0]["state"] == until):
-            found: dict[str, Any] = listed[0]
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"record never reached {until!r}: {listed}")
+
+    async def reached() -> Any:
+        found = await first_record(api, tenant, followup_id)
+        return found if found and until in (None, found["state"]) else None
+
+    found: dict[str, Any] = await eventually(reached, f"the record reaches {until!r}")
+    return found
 
 
 def posts_to(itsm: WebhookReceiver, suffix: str) -> list[str]:
@@ -164,22 +182,15 @@ def posts_to(itsm: WebhookReceiver, suffix: str) -> list[str]:
 async def until_attempts(
     api: httpx.AsyncClient, tenant: TenantKeys, followup_id: str, attempts: int
 ) -> None:
-    for _ in range(200):
-        listed = (
-            await api.get(f"/v1/followups/{followup_id}/records", headers=tenant.headers())
-        ).json()
-        if listed and listed[0]["attempts_made"] == attempts:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"attempt {attempts} was never recorded")
+    async def recorded() -> bool:
+        found = await first_record(api, tenant, followup_id)
+        return bool(found and found["attempts_made"] == attempts)
+
+    await eventually(recorded, f"attempt {attempts} is recorded")
 
 
-async def until(condition: Any, what: str) -> None:
-    for _ in range(200):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(what)
+async def until(condition: Callable[[], Any], what: str) -> None:
+    await eventually(condition, what)
 
 
 async def test_reminds_on_schedule_then_runs_the_after_all_actions(
@@ -583,11 +594,11 @@ async def test_a_failed_poll_is_reported_and_leaves_the_records_alone(
         report: dict[str, Any] = body["last_poll"] or {}
         return report
 
-    for _ in range(200):
-        if "error" in await last_poll():
-            break
-        await asyncio.sleep(0.05)
-    report = await last_poll()
+    async def failed() -> Any:
+        report = await last_poll()
+        return report if "error" in report else None
+
+    report = await eventually(failed, "the failed poll is reported")
     assert "HTTP 401" in report["error"]
     assert "itsm-s3cret" not in report["error"]
     still = await record(api, tenant, followup["id"])
@@ -605,12 +616,10 @@ async def current_details(handle: Any) -> str:
 
 
 async def until_details(handle: Any, text: str) -> None:
-    for _ in range(200):
-        details = await current_details(handle)
-        if details and text in details:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"details never said {text!r}")
+    async def says() -> bool:
+        return text in await current_details(handle)
+
+    await eventually(says, f"the run's details say {text!r}")
 
 
 async def test_records_without_an_id_are_skipped_and_reported(
@@ -624,11 +633,12 @@ async def test_records_without_an_id_are_skipped_and_reported(
     itsm.serve_json("/api/tickets", {"result": [TICKET, {"short_description": "no number"}]})
     followup = await create(api, tenant, definition(itsm))
     await reminders(webhook_receiver, 1)
-    for _ in range(200):
+
+    async def polled() -> Any:
         body = (await api.get(f"/v1/followups/{followup['id']}", headers=tenant.headers())).json()
-        if body["last_poll"]:
-            break
-        await asyncio.sleep(0.05)
+        return body if body["last_poll"] else None
+
+    body = await eventually(polled, "the poll is reported")
     assert body["last_poll"]["found"] == 1
     assert [s["index"] for s in body["last_poll"]["skipped"]] == [1]
     listed = (

@@ -26,6 +26,7 @@ from nudge.activities.integrations import (
 )
 from nudge.activities.notifications import contact_context, recipient_of
 from nudge.activities.recipients import resolve_recipients
+from nudge.errors import NotFound
 from nudge.models.db import transaction
 from nudge.models.followups import FollowUpDefinition
 from nudge.models.integrations import Action, IntegrationAction, SetAttribute
@@ -104,7 +105,11 @@ class FollowUpActivities:
     async def poll_followup(self, request: PollInput) -> PollResult:
         """Run the integrations, set attributes, reconcile the records, start new runs."""
         async with self._sessions() as session:
-            followup = await get_followup(session, request.tenant_id, request.followup_id)
+            try:
+                followup = await get_followup(session, request.tenant_id, request.followup_id)
+            except NotFound as exc:
+                # Deleted: its poller is being stopped; polling again will not bring it back.
+                raise ApplicationError(str(exc), type="FollowUpGone", non_retryable=True) from exc
             definition = await definition_at(session, followup.id, followup.version)
             secrets = await secret_values(session, request.tenant_id, self._box)
             globals_ = await global_attributes(session, request.tenant_id)

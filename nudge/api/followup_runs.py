@@ -8,7 +8,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from nudge.models.payloads import PollerInput, Stop
+from nudge.models.payloads import PollerInput
 from nudge.models.tables import FollowUp
 from nudge.naming import Kind, followup_workflow_id, record_workflow_id, search_attributes
 from nudge.settings import Settings
@@ -38,13 +38,6 @@ async def signal_poller(
 ) -> bool:
     """Signal the poller; False when it is not running."""
     return await _signal(client, followup_workflow_id(tenant, followup_id), signal, *args)
-
-
-async def stop_record_run(
-    client: Client, tenant: str, followup_id: str, reconciliation_id: str, stop: Stop
-) -> bool:
-    workflow_id = record_workflow_id(tenant, followup_id, reconciliation_id)
-    return await _signal(client, workflow_id, "stop", stop)
 
 
 async def signal_record(

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.api.deps import AdminDep, SessionDep, SettingsDep, TemporalDep
-from nudge.api.followup_runs import signal_poller, start_poller, stop_record_run
+from nudge.api.followup_runs import signal_poller, signal_record, start_poller
 from nudge.errors import Conflict, NotFound
 from nudge.models.followup_bundle import Requirements, read_bundle, requirements, write_bundle
 from nudge.models.followups import FollowUpCopy, FollowUpDefinition, FollowUpPublic
@@ -324,5 +324,5 @@ async def stop_record(
     record.ended_at, record.next_attempt_at = utcnow(), None
     answer = RecordPublic.model_validate(record, from_attributes=True)
     await session.commit()
-    await stop_record_run(temporal, principal.tenant, followup.id, reconciliation_id, stop)
+    await signal_record(temporal, principal.tenant, followup.id, reconciliation_id, "stop", stop)
     return answer
