@@ -1,6 +1,8 @@
-"""Workflow ids, search attributes and kinds: the names operators see in the Temporal UI.
+"""Workflow names and ids, search attributes and kinds: the names operators see in the UI.
 
-This module is imported by workflow code, so it must stay free of I/O and heavy imports.
+This module is imported by workflow code, the API and activities alike, so it stays free of
+I/O and heavy imports. Workflows are started and signalled by the names here, never by
+importing a workflow class outside ``nudge/workflows/``.
 """
 
 from __future__ import annotations
@@ -19,12 +21,20 @@ CONTACT = SearchAttributeKey.for_keyword("NudgeContact")
 
 ALL_SEARCH_ATTRIBUTES = (TENANT, KIND, FOLLOWUP, RECORD, JOURNEY, CONTACT)
 
+# Registered workflow names. They are in every history: renaming one breaks running runs.
+NOTIFICATION_WORKFLOW = "SendNotification"
+FOLLOWUP_POLLER_WORKFLOW = "FollowUpPoller"
+FOLLOWUP_RECORD_WORKFLOW = "FollowUpRecord"
+JOURNEY_WORKFLOW = "JourneyEnrollment"
+JOURNEY_STOP_ALL_WORKFLOW = "JourneyStopAll"
+
 
 class Kind(StrEnum):
     NOTIFICATION = "notification"
     FOLLOWUP = "followup"
     FOLLOWUP_RECORD = "followup-record"
     JOURNEY = "journey"
+    JOURNEY_STOP_ALL = "journey-stop"
 
 
 def _part(value: str) -> str:
@@ -48,9 +58,21 @@ def journey_workflow_id(tenant: str, journey_id: str, external_id: str) -> str:
     return f"journey/{_part(tenant)}/{_part(journey_id)}/contact/{_part(external_id)}"
 
 
+def journey_stop_all_workflow_id(tenant: str, journey_id: str, stop_id: str) -> str:
+    """Each stop-all is a run of its own: a journey can be stopped, published and stopped again."""
+    return f"journey-stop/{_part(tenant)}/{_part(journey_id)}/{_part(stop_id)}"
+
+
+def journey_summary(journey_name: str, external_id: str) -> str:
+    """An enrollment's one-line static summary."""
+    return f"Journey {journey_name} · contact {external_id}"
+
+
+_KEYWORDS = {"followup": FOLLOWUP, "record": RECORD, "journey": JOURNEY, "contact": CONTACT}
+
+
 def search_attributes(tenant: str, kind: Kind, **keywords: str) -> TypedSearchAttributes:
     """Search attributes for a run: tenant and kind always, plus e.g. ``contact="u1"``."""
-    keys = {"followup": FOLLOWUP, "record": RECORD, "journey": JOURNEY, "contact": CONTACT}
     pairs = [SearchAttributePair(TENANT, tenant), SearchAttributePair(KIND, kind.value)]
-    pairs += [SearchAttributePair(keys[name], value) for name, value in keywords.items()]
+    pairs += [SearchAttributePair(_KEYWORDS[name], value) for name, value in keywords.items()]
     return TypedSearchAttributes(pairs)

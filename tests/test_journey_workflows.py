@@ -20,14 +20,14 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from nudge.errors import Conflict
-from nudge.journey_runs import enroll, signal_enrollment, stop_all
 from nudge.models.channels import WebhookChannelIn, WebhookConfig
 from nudge.models.db import transaction
 from nudge.models.directory import ContactPut
 from nudge.models.journeys import JourneyDefinition
-from nudge.models.payloads import JourneyAssignment, JourneyMessage, StepInput, Stop
+from nudge.models.payloads import Ending, JourneyAssignment, JourneyMessage, StepInput
 from nudge.models.tables import Contact, Enrollment, utcnow
 from nudge.naming import CONTACT, JOURNEY, KIND, TENANT, journey_workflow_id
+from nudge.runs.journeys import enroll, signal_enrollment, stop_all
 from nudge.security import SecretBox
 from nudge.settings import Settings
 from nudge.store.directory import find_contact, put_channel, put_contact
@@ -361,7 +361,7 @@ async def test_an_agent_stop_ends_the_run_and_says_who(scene: Scene) -> None:
     handle = await scene.enroll(journey_id)
     await scene.texts(1)
     await scene.at_step(journey_id, "rate")
-    assert await scene.signal(journey_id, "stop", Stop(by="agent ana", reason="taking over"))
+    assert await scene.signal(journey_id, "stop", Ending(by="agent ana", reason="taking over"))
     assert await handle.result() == "stopped"
     stopped = await scene.newest(journey_id)
     assert (stopped.state, stopped.ended_by, stopped.end_reason) == (
@@ -371,7 +371,7 @@ async def test_an_agent_stop_ends_the_run_and_says_who(scene: Scene) -> None:
     )
     await settle()
     assert scene.sent() == ["Rate us 1-5"]
-    assert not await scene.signal(journey_id, "stop", Stop(by="agent ana", reason="again"))
+    assert not await scene.signal(journey_id, "stop", Ending(by="agent ana", reason="again"))
     assert await details(handle) == "Stopped by agent ana: taking over"
 
 
@@ -399,7 +399,7 @@ async def test_stopping_a_journey_ejects_everyone_for_good(scene: Scene) -> None
     fresh = await scene.enroll(journey_id, "cy")
 
     await scene.publish(journey_id, "stopped")
-    stop = Stop(by="admin API key", reason="journey stopped")
+    stop = Ending(by="admin API key", reason="journey stopped")
     await stop_all(
         scene.env.client,
         scene.sessions,
@@ -739,7 +739,7 @@ async def test_a_stop_does_not_wait_for_a_send_that_is_still_retrying(scene: Sce
     journey_id = await scene.journey(journey("Down", [send("hello", "Hi"), send("after", "Hi")]))
     handle = await scene.enroll(journey_id)
     await asyncio.to_thread(scene.hook.wait_for, 1, 20)
-    assert await scene.signal(journey_id, "stop", Stop(by="agent ana", reason="provider down"))
+    assert await scene.signal(journey_id, "stop", Ending(by="agent ana", reason="provider down"))
     assert await handle.result() == "stopped"
     tries = len(scene.hook.requests)
     await settle()

@@ -35,12 +35,12 @@ from nudge.models.payloads import (
     ActionsInput,
     AttemptInput,
     AttemptResult,
+    Ending,
     EndRecordInput,
     PollInput,
     PollResult,
     RecordInput,
     RecordPlan,
-    Stop,
     StopRecordsInput,
 )
 from nudge.models.tables import (
@@ -145,7 +145,7 @@ class FollowUpActivities:
 
         client = activity.client()
         await self._start_records(client, request, definition.name, to_start)
-        stop = Stop(by="poll", reason="the record is no longer returned by the integrations")
+        stop = Ending(by="poll", reason="the record is no longer returned by the integrations")
         await signal_runs(
             client,
             [record_workflow_id(request.tenant, request.followup_id, rid) for rid in resolved],

@@ -68,7 +68,7 @@ class PollResult(BaseModel):
     skipped: int = 0
 
 
-class Stop(BaseModel):
+class Ending(BaseModel):
     """Who ended a run and why: shown in the API and in the run's details."""
 
     by: str
@@ -79,7 +79,7 @@ class StopRecordsInput(BaseModel):
     tenant_id: str
     tenant: str
     followup_id: str
-    stop: Stop
+    stop: Ending
 
 
 class RecordInput(BaseModel):
@@ -131,7 +131,7 @@ class EndRecordInput(BaseModel):
     tenant_id: str
     record_id: str
     state: str
-    stop: Stop
+    stop: Ending
 
 
 # Journeys -----------------------------------------------------------------------------
@@ -242,12 +242,12 @@ class EndEnrollmentInput(BaseModel):
     tenant_id: str
     enrollment_id: str
     state: str
-    stop: Stop
+    stop: Ending
 
 
 class StopAllInput(BaseModel):
     tenant_id: str
     tenant: str
     journey_id: str
-    stop: Stop
+    stop: Ending
     since: datetime  # enrollments ejected from this moment on are signalled

@@ -9,7 +9,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from nudge.activities.followups import FollowUpActivities
-    from nudge.models.payloads import PollerInput, PollInput, PollResult, Stop, StopRecordsInput
+    from nudge.models.payloads import Ending, PollerInput, PollInput, PollResult, StopRecordsInput
     from nudge.workflows.policies import BOOKKEEPING_RETRY, POLL_RETRY, POLL_TIMEOUT, STOP_TIMEOUT
     from nudge.workflows.timers import wait_until
 
@@ -18,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
 class FollowUpPoller:
     def __init__(self) -> None:
         self._poll_requested = False
-        self._stop: Stop | None = None
+        self._stop: Ending | None = None
         self._last_failure = ""
 
     @workflow.run
@@ -61,7 +61,7 @@ class FollowUpPoller:
         self._poll_requested = True
 
     @workflow.signal
-    def stop(self, stop: Stop) -> None:
+    def stop(self, stop: Ending) -> None:
         self._stop = stop
 
     async def _poll(self, request: PollerInput) -> PollResult | None:

@@ -13,10 +13,10 @@ with workflow.unsafe.imports_passed_through():
         ActionsInput,
         AttemptInput,
         ButtonPress,
+        Ending,
         EndRecordInput,
         RecordInput,
         RecordPlan,
-        Stop,
     )
     from nudge.workflows.policies import (
         ATTEMPT_TIMEOUT,
@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
 @workflow.defn(name="FollowUpRecord")
 class FollowUpRecord:
     def __init__(self) -> None:
-        self._ended: tuple[str, Stop] | None = None
+        self._ended: tuple[str, Ending] | None = None
         self._button: ButtonPress | None = None
         self._plan: RecordPlan | None = None
 
@@ -67,7 +67,7 @@ class FollowUpRecord:
             await self._actions(request, "after_all_attempts", plan.attempts)
         state, stop = self._ended or (
             "completed",
-            Stop(by="schedule", reason=f"all {plan.attempts} attempts made"),
+            Ending(by="schedule", reason=f"all {plan.attempts} attempts made"),
         )
         await workflow.execute_activity_method(
             FollowUpActivities.end_record,
@@ -82,17 +82,17 @@ class FollowUpRecord:
         return state
 
     @workflow.signal
-    def resolve(self, stop: Stop) -> None:
+    def resolve(self, stop: Ending) -> None:
         """The record no longer appears in the external system."""
         self._end("resolved", stop)
 
     @workflow.signal
-    def stop(self, stop: Stop) -> None:
+    def stop(self, stop: Ending) -> None:
         """Someone stopped this record (API) or its whole follow-up (deactivation)."""
         self._end("stopped", stop)
 
     @workflow.signal
-    def reply(self, stop: Stop) -> None:
+    def reply(self, stop: Ending) -> None:
         """A recipient answered; ends the follow-up when the definition says so."""
         if self._plan is None or self._plan.on_reply:
             # `completed`, not `resolved`: the record is still in the external system, and a
@@ -104,9 +104,9 @@ class FollowUpRecord:
         """A recipient pressed a card button: its actions run, then the follow-up ends."""
         if self._ended is None:
             self._button = press
-            self._end("completed", Stop(by=press.by, reason=f"pressed {press.action!r}"))
+            self._end("completed", Ending(by=press.by, reason=f"pressed {press.action!r}"))
 
-    def _end(self, state: str, stop: Stop) -> None:
+    def _end(self, state: str, stop: Ending) -> None:
         if self._ended is None:
             self._ended = (state, stop)
 

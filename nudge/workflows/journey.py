@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from nudge.models.payloads import (
         AnswerInput,
         EndEnrollmentInput,
+        Ending,
         EnrollmentInput,
         EnrollmentRef,
         HandOver,
@@ -31,9 +32,8 @@ with workflow.unsafe.imports_passed_through():
         JourneyStepPlan,
         StepInput,
         StepOutcome,
-        Stop,
     )
-    from nudge.naming import Kind, journey_workflow_id, search_attributes
+    from nudge.naming import Kind, journey_summary, journey_workflow_id, search_attributes
     from nudge.workflows.policies import (
         ATTEMPT_TIMEOUT,
         BOOKKEEPING_RETRY,
@@ -44,7 +44,7 @@ with workflow.unsafe.imports_passed_through():
 
 EXIT_CONDITION = "exit condition"
 OUTWARD_STEPS = frozenset({"send_message", "ask", "assign", "http_request"})
-Ending = tuple[str, Stop]  # (enrollment state, who or what ended it and why)
+Outcome = tuple[str, Ending]  # (enrollment state, who or what ended it and why)
 StepRunner = Callable[[JourneyStepPlan, int], Awaitable[str | None]]
 
 
@@ -55,7 +55,7 @@ class JourneyEnrollment:
         self._request = request
         self._plan: JourneyPlan | None = None
         self._early: list[JourneyMessage | JourneyAssignment] = []  # before the plan is known
-        self._ended: Ending | None = None
+        self._ended: Outcome | None = None
         self._asking = False
         self._reply: JourneyMessage | None = None
         # While handing over, events belong to the next journey: they are passed on to it.
@@ -90,7 +90,7 @@ class JourneyEnrollment:
         self._receive("assignment", event)
 
     @workflow.signal
-    def stop(self, stop: Stop) -> None:
+    def stop(self, stop: Ending) -> None:
         """An agent or an admin stopped this journey for the contact."""
         if self._passing_on is not None:
             self._passing_on.append(("stop", stop))
@@ -117,9 +117,9 @@ class JourneyEnrollment:
         else:
             return
         if condition in self._plan.exit_conditions:
-            self._end("exited", Stop(by=EXIT_CONDITION, reason=reason))
+            self._end("exited", Ending(by=EXIT_CONDITION, reason=reason))
 
-    def _end(self, state: str, stop: Stop) -> None:
+    def _end(self, state: str, stop: Ending) -> None:
         if self._ended is None:
             self._ended = (state, stop)
 
@@ -156,7 +156,7 @@ class JourneyEnrollment:
                 f"more than {self._plan.max_jumps} jumps (its max_jumps), the last one from"
                 f" step {step.id} to {target}"
             )
-            self._end("exited", Stop(by="journey", reason=reason))
+            self._end("exited", Ending(by="journey", reason=reason))
             return position.model_copy(update={"step": None})
         return position.model_copy(update={"step": target, "jumps": jumps})
 
@@ -165,7 +165,7 @@ class JourneyEnrollment:
         found = next((s for s in self._plan.steps if s.id == step_id), None)
         if found is None:
             reason = f"version {self._plan.version} has no step {step_id!r}"
-            self._end("exited", Stop(by="journey", reason=reason))
+            self._end("exited", Ending(by="journey", reason=reason))
         return found
 
     # The steps -----------------------------------------------------------------------------
@@ -257,7 +257,7 @@ class JourneyEnrollment:
         return step.target
 
     async def _end_step(self, step: JourneyStepPlan, visit: int) -> str | None:
-        self._end("completed", Stop(by="journey", reason=f"reached the end step {step.id}"))
+        self._end("completed", Ending(by="journey", reason=f"reached the end step {step.id}"))
         return None
 
     async def _trigger_journey(self, step: JourneyStepPlan, visit: int) -> str | None:
@@ -269,7 +269,7 @@ class JourneyEnrollment:
         )
         if not handover.started:
             self._take_back_events()
-            self._end("exited", Stop(by=f"step {step.id}", reason=handover.reason))
+            self._end("exited", Ending(by=f"step {step.id}", reason=handover.reason))
             return None
         try:
             child = await workflow.start_child_workflow(
@@ -295,14 +295,14 @@ class JourneyEnrollment:
             await child.signal(signal, event)
         at = f" at step {handover.start_at}" if handover.start_at else ""
         reason = f"handed over to {handover.journey_name!r}{at}"
-        self._end("handed_over", Stop(by=f"step {step.id}", reason=reason))
+        self._end("handed_over", Ending(by=f"step {step.id}", reason=reason))
         return None
 
     def _take_back_events(self) -> None:
         """The hand-over did not happen: what arrived meanwhile is ours after all."""
         events, self._passing_on = self._passing_on or [], None
         for signal, event in events:
-            if isinstance(event, Stop):
+            if isinstance(event, Ending):
                 self.stop(event)
             elif isinstance(event, JourneyMessage | JourneyAssignment):
                 self._receive(signal, event)
@@ -318,13 +318,13 @@ class JourneyEnrollment:
                 tenant_id=self._request.tenant_id,
                 enrollment_id=handover.enrollment_id,
                 state="exited",
-                stop=Stop(
+                stop=Ending(
                     by=f"step {step.id} of journey {self._request.journey_id}", reason=reason
                 ),
             ),
             "end the enrollment that could not start",
         )
-        self._end("handed_over", Stop(by=f"step {step.id}", reason=f"hand-over failed: {reason}"))
+        self._end("handed_over", Ending(by=f"step {step.id}", reason=f"hand-over failed: {reason}"))
 
     def _child_input(self, handover: HandOver) -> EnrollmentInput:
         assert handover.enrollment_id is not None
@@ -370,10 +370,10 @@ class JourneyEnrollment:
         except ActivityError as err:
             cause = err.cause
             reason = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-            self._end("exited", Stop(by=f"step {step.id}", reason=f"failed: {reason}"))
+            self._end("exited", Ending(by=f"step {step.id}", reason=f"failed: {reason}"))
             return None
         if not outcome.active:
-            stop = Stop(by=outcome.ended_by or "someone", reason=outcome.end_reason or "")
+            stop = Ending(by=outcome.ended_by or "someone", reason=outcome.end_reason or "")
             self._end(outcome.state, stop)
             return None
         return outcome
@@ -399,7 +399,7 @@ class JourneyEnrollment:
     async def _finish(self) -> str:
         state, stop = self._ended or (
             "completed",
-            Stop(by="journey", reason="passed its last step"),
+            Ending(by="journey", reason="passed its last step"),
         )
         recorded: StepOutcome = await self._bookkeeping(
             JourneyActivities.end_enrollment,
@@ -437,11 +437,6 @@ class JourneyEnrollment:
 
 def _when(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC"
-
-
-def journey_summary(journey_name: str, external_id: str) -> str:
-    """A run's one-line static summary (also used where enrollments start)."""
-    return f"Journey {journey_name} · contact {external_id}"
 
 
 def _ending(state: str, by: str, reason: str) -> str:

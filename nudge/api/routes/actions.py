@@ -11,10 +11,11 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from nudge.api.deps import SessionDep, TemporalDep
-from nudge.api.followup_runs import signal_record
 from nudge.errors import Conflict, NotFound
 from nudge.models.payloads import ButtonPress
+from nudge.models.signals import PRESS_BUTTON
 from nudge.models.tables import FollowUpRecord, Tenant
+from nudge.runs.followups import signal_record
 from nudge.security import ActionTokens
 
 router = APIRouter(prefix="/v1/actions", tags=["actions"])
@@ -69,6 +70,8 @@ async def press(
     if record.state != "following":
         raise Conflict(f"the follow-up of {claims['r']} has already ended ({record.state})")
     pressed = ButtonPress(action=claims["a"], by=f"contact {claims['c']}")
-    if not await signal_record(temporal, tenant.slug, claims["f"], claims["r"], "press", pressed):
+    if not await signal_record(
+        temporal, tenant.slug, claims["f"], claims["r"], PRESS_BUTTON, pressed
+    ):
         raise Conflict(f"the follow-up of {claims['r']} is not running")
     return PressRecorded(status="recorded", action=claims["a"], reconciliation_id=claims["r"])

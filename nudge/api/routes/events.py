@@ -14,14 +14,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.api.deps import ServiceDep, SessionDep, SettingsDep, TemporalDep
-from nudge.api.followup_runs import signal_record
 from nudge.api.routes.journeys import SessionsDep
 from nudge.errors import Conflict, InvalidInput, NotFound
-from nudge.journey_runs import enroll, signal_enrollment
 from nudge.models.directory import EXTERNAL_ID
 from nudge.models.events import EventAccepted, MessageEvent
 from nudge.models.journeys import Trigger
-from nudge.models.payloads import JourneyAssignment, JourneyMessage, Stop
+from nudge.models.payloads import Ending, JourneyAssignment, JourneyMessage
+from nudge.models.signals import JOURNEY_ASSIGNMENT, JOURNEY_MESSAGE, REPLY_TO_RECORD
 from nudge.models.tables import (
     Contact,
     Delivery,
@@ -33,6 +32,8 @@ from nudge.models.tables import (
     Message,
     utcnow,
 )
+from nudge.runs.followups import signal_record
+from nudge.runs.journeys import enroll, signal_enrollment
 from nudge.store.directory import find_contact
 from nudge.store.journeys import ACTIVE, active_enrollments_of_contact
 from nudge.store.tenants import Principal
@@ -120,7 +121,7 @@ async def assignment_event(
     journey_ids = [enrollment.journey_id for enrollment, _ in active]
     await _bounded(
         signal_enrollment(
-            temporal, principal.tenant, journey_id, event.contact_id, "assignment", assignment
+            temporal, principal.tenant, journey_id, event.contact_id, JOURNEY_ASSIGNMENT, assignment
         )
         for journey_id in journey_ids
     )
@@ -183,9 +184,9 @@ async def _deliver_reply(
         .join(FollowUpRecipient, FollowUpRecipient.record_id == FollowUpRecord.id)
         .where(FollowUpRecipient.contact_id == contact_id, FollowUpRecord.state == "following")
     )
-    stop = Stop(by=f"contact {external_id}", reason="replied")
+    stop = Ending(by=f"contact {external_id}", reason="replied")
     for followup_id, reconciliation_id in rows.all():
-        await signal_record(temporal, tenant, followup_id, reconciliation_id, "reply", stop)
+        await signal_record(temporal, tenant, followup_id, reconciliation_id, REPLY_TO_RECORD, stop)
 
 
 # Journeys ------------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ async def _journeys(
     notified = [enrollment.journey_id for enrollment, _ in active]
     signals = (
         signal_enrollment(
-            temporal, principal.tenant, journey_id, event.contact_id, "message", message
+            temporal, principal.tenant, journey_id, event.contact_id, JOURNEY_MESSAGE, message
         )
         for journey_id in notified
     )

@@ -11,12 +11,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.api.deps import AdminDep, SessionDep, SettingsDep, TemporalDep
-from nudge.api.followup_runs import signal_poller, signal_record, start_poller
 from nudge.errors import Conflict, NotFound
 from nudge.models.followup_bundle import Requirements, read_bundle, requirements, write_bundle
 from nudge.models.followups import FollowUpCopy, FollowUpDefinition, FollowUpPublic
-from nudge.models.payloads import Stop
+from nudge.models.payloads import Ending
+from nudge.models.signals import POLL_NOW, STOP_POLLER, STOP_RECORD, PollNow
 from nudge.models.tables import FollowUp, FollowUpRecord, utcnow
+from nudge.runs.followups import signal_poller, signal_record, start_poller
 from nudge.store.followup_definitions import (
     create_followup,
     import_followup,
@@ -66,7 +67,11 @@ async def _apply_status(
     elif followup.status != "active" and was == "active":
         reason = "follow-up deleted" if followup.status == "deleted" else "follow-up deactivated"
         await signal_poller(
-            temporal, principal.tenant, followup.id, "stop", Stop(by=_who(principal), reason=reason)
+            temporal,
+            principal.tenant,
+            followup.id,
+            STOP_POLLER,
+            Ending(by=_who(principal), reason=reason),
         )
 
 
@@ -187,7 +192,7 @@ async def update(
     await session.commit()
     await _apply_status(temporal, settings, principal, followup, was)
     if was == "active" and followup.status == "active":
-        await signal_poller(temporal, principal.tenant, followup.id, "poll_now")
+        await signal_poller(temporal, principal.tenant, followup.id, POLL_NOW, PollNow())
     return answer
 
 
@@ -254,7 +259,7 @@ async def poll_now(
     followup = await get_followup(session, principal.tenant_id, followup_id)
     if followup.status != "active":
         raise Conflict("the follow-up is inactive; activate it first")
-    if not await signal_poller(temporal, principal.tenant, followup.id, "poll_now"):
+    if not await signal_poller(temporal, principal.tenant, followup.id, POLL_NOW, PollNow()):
         raise Conflict("the follow-up's poller is not running; deactivate and activate it")
     return {"status": "poll requested"}
 
@@ -318,11 +323,13 @@ async def stop_record(
         raise NotFound("record", reconciliation_id)
     if record.state != "following":
         raise Conflict(f"record {reconciliation_id!r} is already {record.state}")
-    stop = Stop(by=_who(principal), reason=body.reason)
+    stop = Ending(by=_who(principal), reason=body.reason)
     # Stopped in the database before the answer: an attempt in flight checks it before each send.
     record.state, record.ended_by, record.end_reason = "stopped", stop.by, stop.reason
     record.ended_at, record.next_attempt_at = utcnow(), None
     answer = RecordPublic.model_validate(record, from_attributes=True)
     await session.commit()
-    await signal_record(temporal, principal.tenant, followup.id, reconciliation_id, "stop", stop)
+    await signal_record(
+        temporal, principal.tenant, followup.id, reconciliation_id, STOP_RECORD, stop
+    )
     return answer

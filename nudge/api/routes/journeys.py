@@ -20,7 +20,6 @@ from nudge.api.deps import (
     require,
 )
 from nudge.errors import Conflict
-from nudge.journey_runs import enroll, signal_enrollment, stop_all
 from nudge.journey_templates import JourneyTemplate, import_template
 from nudge.models.journeys import (
     EnrollmentCreate,
@@ -31,8 +30,10 @@ from nudge.models.journeys import (
     TriggerJourneyStep,
     check_journey_references,
 )
-from nudge.models.payloads import Stop
+from nudge.models.payloads import Ending
+from nudge.models.signals import STOP_ENROLLMENT
 from nudge.models.tables import Contact, Enrollment, Journey, JourneyVersion
+from nudge.runs.journeys import enroll, signal_enrollment, stop_all
 from nudge.store.directory import get_contact
 from nudge.store.journeys import (
     contact_journeys,
@@ -236,7 +237,7 @@ async def stop(
         tenant_id=principal.tenant_id,
         tenant=principal.tenant,
         journey_id=journey.id,
-        stop=Stop(by=_who(principal), reason=body.reason),
+        stop=Ending(by=_who(principal), reason=body.reason),
     )
     return answer
 
@@ -404,7 +405,12 @@ async def stop_for_contact(
     answer = enrollment_public(enrollment, journey.name, external_id)
     await session.commit()
     await signal_enrollment(
-        temporal, principal.tenant, journey.id, external_id, "stop", Stop(by=by, reason=body.reason)
+        temporal,
+        principal.tenant,
+        journey.id,
+        external_id,
+        STOP_ENROLLMENT,
+        Ending(by=by, reason=body.reason),
     )
     return answer
 

@@ -1,25 +1,33 @@
 """Enrolling contacts in journeys, signalling their runs, and stopping a whole journey.
 
-What the API calls: the enrollments table is written first (committed), then Temporal is
-told, so the database always knows about every run that may exist.
+The enrollments table is written first (committed), then Temporal is told, so the database
+always knows about every run that may exist.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from nudge.errors import Conflict, InvalidInput
 from nudge.models.db import transaction
-from nudge.models.payloads import EnrollmentInput, Stop, StopAllInput
+from nudge.models.payloads import Ending, EnrollmentInput, StopAllInput
+from nudge.models.signals import Signal
 from nudge.models.tables import Enrollment, utcnow
-from nudge.naming import JOURNEY, KIND, TENANT, Kind, journey_workflow_id, search_attributes
+from nudge.naming import (
+    JOURNEY_STOP_ALL_WORKFLOW,
+    JOURNEY_WORKFLOW,
+    Kind,
+    journey_stop_all_workflow_id,
+    journey_summary,
+    journey_workflow_id,
+    search_attributes,
+)
+from nudge.runs.signals import signal_run
 from nudge.settings import Settings
 from nudge.store.directory import find_contact
 from nudge.store.journeys import (
@@ -29,10 +37,8 @@ from nudge.store.journeys import (
     journey_definition_at,
     mark_ended,
 )
-from nudge.workflows.journey import JourneyEnrollment, journey_summary
-from nudge.workflows.journey_stop import JourneyStopAll
 
-STOP_ALL_KIND = "journey-stop"
+P = TypeVar("P")
 
 
 async def enroll(
@@ -77,7 +83,7 @@ async def enroll(
     )
     try:
         await client.start_workflow(
-            JourneyEnrollment.run,
+            JOURNEY_WORKFLOW,
             request,
             id=journey_workflow_id(tenant, journey_id, external_id),
             task_queue=settings.task_queue,
@@ -107,20 +113,16 @@ async def _abandon(
 
 
 async def signal_enrollment(
-    client: Client, tenant: str, journey_id: str, external_id: str, signal: str, arg: Any
+    client: Client,
+    tenant: str,
+    journey_id: str,
+    external_id: str,
+    signal: Signal[P],
+    arg: P,
 ) -> bool:
-    """Signal the contact's run of the journey by its id; False when it is not running.
-
-    Signals: `message` (JourneyMessage), `assignment` (JourneyAssignment), `stop` (Stop).
-    """
-    handle = client.get_workflow_handle(journey_workflow_id(tenant, journey_id, external_id))
-    try:
-        await handle.signal(signal, arg)
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
-    return True
+    """Signal the contact's run of the journey by its id; False when it is not running."""
+    workflow_id = journey_workflow_id(tenant, journey_id, external_id)
+    return await signal_run(client, workflow_id, signal, arg)
 
 
 async def stop_all(
@@ -131,7 +133,7 @@ async def stop_all(
     tenant_id: str,
     tenant: str,
     journey_id: str,
-    stop: Stop,
+    stop: Ending,
 ) -> None:
     """Eject every active enrollment of the journey (committed: none of them sends again and
     none of those contacts is enrolled in it again), then return while a short workflow
@@ -142,19 +144,12 @@ async def stop_all(
         await eject_active_enrollments(session, journey_id, stop.by, stop.reason, since)
         name = journey.name
     await client.start_workflow(
-        JourneyStopAll.run,
+        JOURNEY_STOP_ALL_WORKFLOW,
         StopAllInput(
             tenant_id=tenant_id, tenant=tenant, journey_id=journey_id, stop=stop, since=since
         ),
-        # Each stop is a run of its own: a journey can be stopped, published and stopped again.
-        id=f"journey-stop/{tenant}/{journey_id}/{uuid.uuid4().hex[:12]}",
+        id=journey_stop_all_workflow_id(tenant, journey_id, uuid.uuid4().hex[:12]),
         task_queue=settings.task_queue,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(TENANT, tenant),
-                SearchAttributePair(KIND, STOP_ALL_KIND),
-                SearchAttributePair(JOURNEY, journey_id),
-            ]
-        ),
+        search_attributes=search_attributes(tenant, Kind.JOURNEY_STOP_ALL, journey=journey_id),
         static_summary=f"Stop journey {name}: eject every enrolled contact",
     )
