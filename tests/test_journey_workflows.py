@@ -25,6 +25,12 @@ from nudge.models.db import transaction
 from nudge.models.directory import ContactPut
 from nudge.models.journeys import JourneyDefinition
 from nudge.models.payloads import Ending, JourneyAssignment, JourneyMessage, StepInput
+from nudge.models.signals import (
+    JOURNEY_ASSIGNMENT,
+    JOURNEY_MESSAGE,
+    STOP_ENROLLMENT,
+    Signal,
+)
 from nudge.models.tables import Contact, Enrollment, utcnow
 from nudge.naming import CONTACT, JOURNEY, KIND, TENANT, journey_workflow_id
 from nudge.runs.journeys import enroll, signal_enrollment, stop_all
@@ -153,14 +159,16 @@ class Scene:
         workflow_id = journey_workflow_id(self.tenant.slug, journey_id, contact)
         return self.env.client.get_workflow_handle(workflow_id)
 
-    async def signal(self, journey_id: str, name: str, arg: Any, contact: str = "ada") -> bool:
+    async def signal(
+        self, journey_id: str, signal: Signal[Any], arg: Any, contact: str = "ada"
+    ) -> bool:
         return await signal_enrollment(
-            self.env.client, self.tenant.slug, journey_id, contact, name, arg
+            self.env.client, self.tenant.slug, journey_id, contact, signal, arg
         )
 
     async def incoming(self, journey_id: str, text: str, contact: str = "ada") -> None:
         event = JourneyMessage(direction="incoming", channel="chat", text=text, message_id=text)
-        assert await self.signal(journey_id, "message", event, contact)
+        assert await self.signal(journey_id, JOURNEY_MESSAGE, event, contact)
 
     async def enrollments(self, journey_id: str, contact: str = "ada") -> list[Enrollment]:
         """The contact's enrollments in the journey, oldest first."""
@@ -332,19 +340,19 @@ async def test_outgoing_messages_and_manual_assignments_are_exit_conditions(
     await scene.at_step(journey_id, "pause", "bob")
     await scene.signal(
         journey_id,
-        "message",
+        JOURNEY_MESSAGE,
         JourneyMessage(direction="outgoing", channel="chat", text="Hi, Ana here", message_id="o1"),
     )
     assert await ada.result() == "exited"
     assert (await scene.newest(journey_id)).end_reason == "outgoing message"
 
     # Neither an automatic assignment nor an incoming message is one of its exit conditions.
-    await scene.signal(journey_id, "assignment", JourneyAssignment(assignee="bot"), "bob")
+    await scene.signal(journey_id, JOURNEY_ASSIGNMENT, JourneyAssignment(assignee="bot"), "bob")
     await scene.incoming(journey_id, "hello?", "bob")
     await asyncio.sleep(0.3)
     assert (await bob.describe()).status == WorkflowExecutionStatus.RUNNING
     await scene.signal(
-        journey_id, "assignment", JourneyAssignment(assignee="ana", manual=True), "bob"
+        journey_id, JOURNEY_ASSIGNMENT, JourneyAssignment(assignee="ana", manual=True), "bob"
     )
     assert await bob.result() == "exited"
     assert (await scene.newest(journey_id, "bob")).end_reason == "manual assignment to ana"
@@ -361,7 +369,9 @@ async def test_an_agent_stop_ends_the_run_and_says_who(scene: Scene) -> None:
     handle = await scene.enroll(journey_id)
     await scene.texts(1)
     await scene.at_step(journey_id, "rate")
-    assert await scene.signal(journey_id, "stop", Ending(by="agent ana", reason="taking over"))
+    assert await scene.signal(
+        journey_id, STOP_ENROLLMENT, Ending(by="agent ana", reason="taking over")
+    )
     assert await handle.result() == "stopped"
     stopped = await scene.newest(journey_id)
     assert (stopped.state, stopped.ended_by, stopped.end_reason) == (
@@ -371,7 +381,9 @@ async def test_an_agent_stop_ends_the_run_and_says_who(scene: Scene) -> None:
     )
     await settle()
     assert scene.sent() == ["Rate us 1-5"]
-    assert not await scene.signal(journey_id, "stop", Ending(by="agent ana", reason="again"))
+    assert not await scene.signal(
+        journey_id, STOP_ENROLLMENT, Ending(by="agent ana", reason="again")
+    )
     assert await details(handle) == "Stopped by agent ana: taking over"
 
 
@@ -739,7 +751,9 @@ async def test_a_stop_does_not_wait_for_a_send_that_is_still_retrying(scene: Sce
     journey_id = await scene.journey(journey("Down", [send("hello", "Hi"), send("after", "Hi")]))
     handle = await scene.enroll(journey_id)
     await asyncio.to_thread(scene.hook.wait_for, 1, 20)
-    assert await scene.signal(journey_id, "stop", Ending(by="agent ana", reason="provider down"))
+    assert await scene.signal(
+        journey_id, STOP_ENROLLMENT, Ending(by="agent ana", reason="provider down")
+    )
     assert await handle.result() == "stopped"
     tries = len(scene.hook.requests)
     await settle()
