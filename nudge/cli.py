@@ -6,15 +6,18 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
 
 from nudge.errors import Conflict, InvalidInput, NotFound, NudgeError
 from nudge.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 app = typer.Typer(
     help="Nudge: durable follow-ups and customer workflows on Temporal.",
@@ -57,6 +60,18 @@ def _run(work: Callable[[], T]) -> T:
         raise fail(f"{exc.strerror or exc}") from None
 
 
+async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run store functions in one transaction of their own: committed when `work` succeeds."""
+    from nudge.models.db import create_engine, session_factory, transaction
+
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with transaction(session_factory(engine)) as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
 def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -79,7 +94,7 @@ def dev(
     ),
 ) -> None:
     """Run the whole stack on embedded defaults: Temporal dev server, worker, API, SQLite."""
-    from nudge.workers.dev import DevStack
+    from nudge.dev.stack import DevStack
 
     settings = _settings(data_dir=data_dir)
     _configure_logging(settings)
@@ -129,10 +144,14 @@ def tenant_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a tenant and its first admin key."""
-    from nudge.workers.bootstrap import create_tenant_with_key
+    from nudge.store.tenants import create_tenant_with_key
 
     settings = _settings()
-    key = _run(lambda: asyncio.run(create_tenant_with_key(settings, slug, name)))
+    key = _run(
+        lambda: asyncio.run(
+            _in_transaction(settings, lambda session: create_tenant_with_key(session, slug, name))
+        )
+    )
     if as_json:
         typer.echo(json.dumps({"tenant": slug, "api_key": key}))
     else:
@@ -146,10 +165,14 @@ def key_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create another API key for a tenant."""
-    from nudge.workers.bootstrap import create_key
+    from nudge.store.tenants import create_key
 
     settings = _settings()
-    key = _run(lambda: asyncio.run(create_key(settings, tenant, role)))
+    key = _run(
+        lambda: asyncio.run(
+            _in_transaction(settings, lambda session: create_key(session, tenant, role))
+        )
+    )
     if as_json:
         typer.echo(json.dumps({"tenant": tenant, "role": role, "api_key": key}))
     else:

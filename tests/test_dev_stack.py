@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nudge.workers.ports import free_port
+from nudge.dev.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

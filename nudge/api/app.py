@@ -15,7 +15,6 @@ from nudge.api.routes import (
     actions,
     channels,
     contacts,
-    demo_itsm,
     events,
     followups,
     groups,
@@ -79,7 +78,10 @@ def create_app(
     for module in routers:
         app.include_router(module.router)
     if settings.env == "development":
-        # Sample data for trying follow-ups; never part of a production API.
-        app.include_router(demo_itsm.router)
+        # Sample data for trying follow-ups; never part of a production API, which never
+        # imports the development-only package.
+        from nudge.dev.sample_itsm import router as sample_itsm
+
+        app.include_router(sample_itsm)
     app.include_router(journeys.contact_router)
     return app

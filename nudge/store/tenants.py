@@ -63,6 +63,19 @@ async def create_api_key(session: AsyncSession, tenant: Tenant, role: Role) -> s
     return key
 
 
+async def create_tenant_with_key(session: AsyncSession, slug: str, name: str | None = None) -> str:
+    """A new tenant and its first admin key (`nudge tenant create`); the key, seen only now."""
+    tenant = await create_tenant(session, slug, name)
+    return await create_api_key(session, tenant, "admin")
+
+
+async def create_key(session: AsyncSession, slug: str, role: str) -> str:
+    """Another key for an existing tenant (`nudge key create`); the key, seen only now."""
+    tenant = await get_tenant(session, slug)
+    # Typed as any string because it comes from the command line; create_api_key checks it.
+    return await create_api_key(session, tenant, cast(Role, role))
+
+
 async def authenticate(session: AsyncSession, key: str) -> Principal | None:
     result = await session.execute(
         select(ApiKey.role, Tenant.id, Tenant.slug)

@@ -1,1 +1,1 @@
-"""Processes: the worker, and the dev stack that runs everything in one terminal."""
+"""The worker process: every workflow and activity, polling the task queue."""

@@ -21,9 +21,9 @@ from typing import IO
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
+from nudge.dev.ports import LOOPBACK, port_accepts, port_is_free
 from nudge.naming import ALL_SEARCH_ATTRIBUTES
 from nudge.settings import Settings
-from nudge.workers.ports import LOOPBACK, port_accepts, port_is_free
 
 STARTUP_TIMEOUT = 60.0
 POLL_INTERVAL = 0.2
@@ -149,9 +149,9 @@ class DevStack:
 
     def _prepare_data(self) -> str:
         """Migrate the database and make sure the demo tenant exists; its admin key."""
+        from nudge.dev.demo import ensure_demo_tenant
         from nudge.journey_templates import seed_demo_journeys
         from nudge.models.db import migrate
-        from nudge.workers.bootstrap import ensure_demo_tenant
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -165,7 +165,7 @@ class DevStack:
 
     def _seed_followup_demo(self, key: str) -> None:
         """The demo follow-up against the sample ITSM, on first start."""
-        from nudge.workers.demo_followup import seed_followup_demo
+        from nudge.dev.demo import seed_followup_demo
 
         try:
             seed_followup_demo(f"http://{LOOPBACK}:{self.api_port}", key)

@@ -1,6 +1,8 @@
-"""The demo follow-up `make dev` creates: approvals chased against the sample ITSM.
+"""The demo data `make dev` creates: the `demo` tenant and its demo follow-up.
 
-It goes through the public API, as a tenant admin would, so the poller starts the usual way.
+The tenant and its admin key are made in the database before the API starts; the
+follow-up (approvals chased against the sample ITSM) goes through the public API, as a
+tenant admin would, so the poller starts the usual way.
 """
 
 from __future__ import annotations
@@ -9,7 +11,39 @@ from typing import Any
 
 import httpx
 
+from nudge.models.db import create_engine, session_factory, transaction
+from nudge.settings import Settings
+from nudge.store.tenants import create_api_key, create_tenant, find_tenant
+
+DEMO_TENANT = "demo"
 DEMO_NAME = "Tickets pending approval (demo)"
+
+
+async def ensure_demo_tenant(
+    settings: Settings, key_file_name: str = "demo-api-key"
+) -> tuple[str, bool]:
+    """The demo tenant's admin key, creating both on first start.
+
+    The key is kept in a file under the data dir (development only) so that later
+    starts can print it again; only its hash is in the database.
+    Returns the key and whether the tenant was created now.
+    """
+    key_file = settings.data_dir / key_file_name
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with transaction(session_factory(engine)) as session:
+            tenant = await find_tenant(session, DEMO_TENANT)
+            if tenant is not None and key_file.exists():
+                return key_file.read_text().strip(), False
+            created = tenant is None
+            if tenant is None:
+                tenant = await create_tenant(session, DEMO_TENANT, "Demo tenant")
+            key: str = await create_api_key(session, tenant, "admin")
+    finally:
+        await engine.dispose()
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    return key, created
 
 
 def demo_definition(api_url: str) -> dict[str, Any]:
