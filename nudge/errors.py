@@ -35,3 +35,7 @@ class InvalidInput(NudgeError):
     @classmethod
     def at(cls, loc: tuple[str | int, ...], message: str) -> InvalidInput:
         return cls([(loc, message)])
+
+
+class Unavailable(NudgeError):
+    """A service Nudge depends on (Temporal, the database) cannot be reached; try again."""

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from nudge.journey_templates import TEMPLATES_DIR
+from nudge.models.journey_templates import TEMPLATES_DIR
 from nudge.naming import CONTACT, JOURNEY, KIND
 from tests.conftest import TenantKeys, problems
 from tests.utils.journeys import (

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from nudge.security import SecretBox
@@ -20,6 +20,12 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
     async with request.app.state.sessions() as session:
         yield session
+
+
+def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    # For work that commits in transactions of its own (enrolling, then starting the run).
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    return sessions
 
 
 def _settings(request: Request) -> Settings:
@@ -38,6 +44,7 @@ def _box(request: Request) -> SecretBox:
 
 
 SessionDep = Annotated[AsyncSession, Depends(_session)]
+SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 TemporalDep = Annotated[Client, Depends(_temporal)]
 SecretBoxDep = Annotated[SecretBox, Depends(_box)]
@@ -76,3 +83,4 @@ def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
 AdminDep = Annotated[Principal, Depends(require())]
 ServiceDep = Annotated[Principal, Depends(require("service"))]
 AgentDep = Annotated[Principal, Depends(require("agent"))]
+InboxDep = Annotated[Principal, Depends(require("agent", "service"))]

@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from nudge.errors import Conflict, InvalidInput, NotFound
+from nudge.errors import Conflict, InvalidInput, NotFound, Unavailable
 
 
 async def _not_found(_: Request, exc: Exception) -> JSONResponse:
@@ -15,6 +15,10 @@ async def _not_found(_: Request, exc: Exception) -> JSONResponse:
 
 async def _conflict(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+
+async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "5"})
 
 
 async def _invalid(_: Request, exc: Exception) -> JSONResponse:
@@ -35,3 +39,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(InvalidInput, _invalid)
+    app.add_exception_handler(Unavailable, _unavailable)

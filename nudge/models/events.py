@@ -41,3 +41,34 @@ class MessageEvent(BaseModel):
 class EventAccepted(BaseModel):
     status: Literal["accepted", "duplicate"]
     message_id: str
+
+
+class MessageEventAccepted(EventAccepted):
+    journeys_started: list[str] = Field(
+        default_factory=list, description="Journeys this message enrolled the contact in."
+    )
+    journeys_notified: list[str] = Field(
+        default_factory=list, description="Journeys in progress for the contact that got it."
+    )
+
+
+class AssignmentEvent(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"contact_id": "ada", "assignee": "grace", "manual": True}]
+        },
+    )
+
+    contact_id: EXTERNAL_ID
+    assignee: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        description="The agent or queue the contact was assigned to."
+    )
+    manual: bool = Field(
+        default=False, description="A person assigned them (the `manual_assignment` exit)."
+    )
+
+
+class AssignmentAccepted(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    journeys_notified: list[str] = Field(description="Journeys in progress that got it.")

@@ -15,7 +15,12 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from nudge.errors import InvalidInput
-from nudge.models.followups import FollowUpDefinition, referenced_channel, referenced_secrets
+from nudge.models.followups import (
+    FollowUpDefinition,
+    FollowUpPublic,
+    referenced_channel,
+    referenced_secrets,
+)
 
 FORMAT = "nudge-followups"
 FORMAT_VERSION = 1
@@ -94,3 +99,13 @@ def _json(bundle: zipfile.ZipFile, path: str) -> Any:
         raise InvalidInput.at(("body", path), "missing from the zip") from None
     except ValueError:
         raise InvalidInput.at(("body", path), "not valid JSON") from None
+
+
+class FollowUpImportReport(BaseModel):
+    """What an import created, and what the importing tenant still lacks."""
+
+    created: list[FollowUpPublic]
+    missing: Requirements = Field(
+        description="Channels and secrets the imported follow-ups need and this tenant lacks; "
+        "follow-ups that need them were created inactive."
+    )

@@ -473,3 +473,35 @@ def referenced_secrets(defn: FollowUpDefinition) -> set[str]:
 def referenced_channel(defn: FollowUpDefinition) -> str | None:
     """The channel id ``defn`` sends on, or None when it uses each recipient's last channel."""
     return None if defn.channel == LAST_USED else defn.channel
+
+
+class FollowUpRecordPublic(BaseModel):
+    """One record a follow-up found, and how its reminders are going."""
+
+    reconciliation_id: str
+    state: str = Field(description="following, resolved, completed or stopped")
+    attempts_made: int
+    next_attempt_at: datetime | None
+    data: dict[str, Any] = Field(description="The record's newest data.")
+    version: int = Field(description="The definition version this run follows.")
+    problems: dict[str, Any] = Field(description="Unmatched recipients and failed sends.")
+    ended_by: str | None
+    end_reason: str | None
+    first_seen_at: datetime
+    ended_at: datetime | None
+
+
+class RecordStop(BaseModel):
+    """Stop reminding about one record."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(min_length=1, max_length=500)] = "stopped through the API"
+
+
+class PressRecorded(BaseModel):
+    """A card button press, recorded: its actions run, then the follow-up ends."""
+
+    status: str
+    action: str
+    reconciliation_id: str

@@ -3,7 +3,7 @@
 Everything a definition holds by itself is checked when it is saved: limits, Jinja2 templates
 and conditions (compiled), and the graph of steps (ids unique, every target exists, every step
 reachable from the first). What needs the database (other journeys, channels, secrets) is
-checked by ``check_journey_references``.
+checked by ``nudge.store.journey_references``.
 """
 
 from __future__ import annotations
@@ -15,15 +15,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from nudge.errors import InvalidInput
 from nudge.models.channels import CHANNEL_SLUG, LAST_USED
-from nudge.models.followups import template_secrets
 from nudge.models.integrations import INTEGRATION_NAME, Integration
-from nudge.models.messages import CardMessage, ImageMessage, MessageTemplate, TextMessage
-from nudge.models.tables import Channel, Journey, JourneyVersion, Secret
+from nudge.models.messages import MessageTemplate
 from nudge.templating import check_template
 
 Loc = tuple[str | int, ...]
@@ -465,98 +460,30 @@ class EnrollmentPublic(BaseModel):
     end_reason: str | None
 
 
-# Checks that need the database -----------------------------------------------------------------
+class JourneyVersionPublic(JourneyDefinition):
+    """One saved version of a journey, as it was written."""
+
+    version: int
+    created_at: datetime
 
 
-def _message_templates(message: TextMessage | CardMessage | ImageMessage) -> Iterator[str]:
-    if isinstance(message, TextMessage):
-        yield message.text
-    elif isinstance(message, CardMessage):
-        yield from (message.card.title, message.card.text, message.card.image_url or "")
-    else:
-        yield from (message.image.url, message.image.caption)
+class JourneyStop(BaseModel):
+    """Stop a whole journey: every enrolled contact is ejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(min_length=1, max_length=500)] = "journey stopped"
 
 
-def _integration_templates(integration: Integration) -> Iterator[str]:
-    yield integration.url
-    yield from integration.headers.values()
-    yield from integration.query.values()
-    if integration.body is not None:
-        yield integration.body
+class EnrollmentStop(BaseModel):
+    """An agent stops one contact's journey from the inbox."""
 
-
-def _secret_references(definition: JourneyDefinition) -> Iterator[tuple[Loc, str]]:
-    """(path, secret name) of every secret an integration of ``definition`` reads."""
-    for i, step in enumerate(definition.steps):
-        if isinstance(step, HttpRequestStep | AssignStep) and step.integration is not None:
-            for source in _integration_templates(step.integration):
-                for name in template_secrets(source):
-                    yield ("body", "steps", i, "integration"), name
-
-
-async def check_journey_references(
-    session: AsyncSession,
-    tenant_id: str,
-    definition: JourneyDefinition,
-    *,
-    journey_id: str | None = None,
-    require_published: bool = True,
-) -> None:
-    """Unknown or unpublished target journeys, unknown start steps, channels and secrets
-    are refused with the path of the field (``journey_id``: the journey being saved, which
-    must not trigger itself; ``require_published=False`` lets a set of journeys that trigger
-    each other be created before any is published).
-
-    Raises ``InvalidInput``.
-    """
-    problems: list[tuple[Loc, str]] = []
-    for i, step in enumerate(definition.steps):
-        if isinstance(step, TriggerJourneyStep):
-            problems += await _target_problems(
-                session, tenant_id, i, step, journey_id, require_published
-            )
-        elif isinstance(step, SendMessageStep | AskStep) and step.channel != LAST_USED:
-            found = await session.execute(
-                select(Channel.id).where(
-                    Channel.tenant_id == tenant_id, Channel.slug == step.channel
-                )
-            )
-            if found.first() is None:
-                problems.append((("body", "steps", i, "channel"), f"no channel {step.channel!r}"))
-    known = set(
-        (await session.execute(select(Secret.name).where(Secret.tenant_id == tenant_id))).scalars()
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"agent": "grace", "reason": "taking over the chat"}]},
     )
-    for loc, name in _secret_references(definition):
-        if name not in known:
-            problems.append((loc, f"no secret {name!r}; create it with PUT /v1/secrets/{name}"))
-    if problems:
-        raise InvalidInput(problems)
 
-
-async def _target_problems(
-    session: AsyncSession,
-    tenant_id: str,
-    index: int,
-    step: TriggerJourneyStep,
-    journey_id: str | None,
-    require_published: bool,
-) -> list[tuple[Loc, str]]:
-    loc: Loc = ("body", "steps", index)
-    if step.journey_id == journey_id:
-        return [((*loc, "journey_id"), "a journey cannot trigger itself; use `jump_to`")]
-    target = (
-        await session.execute(
-            select(Journey).where(Journey.tenant_id == tenant_id, Journey.id == step.journey_id)
-        )
-    ).scalar_one_or_none()
-    if target is None:
-        return [((*loc, "journey_id"), f"no journey {step.journey_id!r}")]
-    if require_published and target.status != "published":
-        message = f"journey {target.name!r} is {target.status}; publish it first"
-        return [((*loc, "journey_id"), message)]
-    if step.start_at is not None:
-        row = await session.get_one(JourneyVersion, (target.id, target.version))
-        steps = {s.get("id") for s in row.definition.get("steps", [])}
-        if step.start_at not in steps:
-            return [((*loc, "start_at"), f"journey {target.name!r} has no step {step.start_at!r}")]
-    return []
+    agent: Annotated[str, Field(min_length=1, max_length=150)] = Field(
+        description="Who stops it, as the inbox names the agent."
+    )
+    reason: Annotated[str, Field(min_length=1, max_length=500)] = "stopped from the inbox"

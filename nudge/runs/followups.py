@@ -9,8 +9,8 @@ from typing import TypeVar
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
-from nudge.models.payloads import PollerInput, RecordInput
-from nudge.models.signals import Signal
+from nudge.models.payloads import Ending, PollerInput, RecordInput
+from nudge.models.signals import STOP_POLLER, Signal
 from nudge.models.tables import FollowUp
 from nudge.naming import (
     FOLLOWUP_POLLER_WORKFLOW,
@@ -111,3 +111,15 @@ async def start_records(
             on_started(record)
 
     await asyncio.gather(*(start(r) for r in records))
+
+
+async def apply_status(
+    client: Client, settings: Settings, tenant: str, followup: FollowUp, was: str, by: str
+) -> None:
+    """Start or stop the poller to match the follow-up's (committed) status; ``was`` is the
+    status before the change, ``by`` who made it."""
+    if followup.status == "active" and was != "active":
+        await start_poller(client, settings, tenant, followup)
+    elif followup.status != "active" and was == "active":
+        reason = "follow-up deleted" if followup.status == "deleted" else "follow-up deactivated"
+        await signal_poller(client, tenant, followup.id, STOP_POLLER, Ending(by=by, reason=reason))

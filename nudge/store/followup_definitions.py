@@ -117,3 +117,9 @@ async def import_followup(
     session.add(FollowUpVersion(followup_id=followup.id, version=1, definition=stored))
     await session.flush()
     return followup
+
+
+def set_status(followup: FollowUp, status: str) -> str:
+    """Set the follow-up's status (`active`, `inactive`, `deleted`); the status it had."""
+    was, followup.status, followup.updated_at = followup.status, status, utcnow()
+    return was

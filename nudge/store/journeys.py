@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.errors import Conflict, NotFound
-from nudge.models.journeys import EnrollmentPublic, JourneyDefinition, JourneyPublic
+from nudge.models.journeys import EnrollmentPublic, JourneyDefinition, JourneyPublic, Trigger
 from nudge.models.tables import Contact, Enrollment, Journey, JourneyVersion, utcnow
 
 ACTIVE = "active"
@@ -110,21 +110,47 @@ async def journey_public(session: AsyncSession, journey: Journey) -> JourneyPubl
     )
 
 
-async def message_triggered_journeys(
-    session: AsyncSession, tenant_id: str
-) -> list[tuple[Journey, JourneyDefinition]]:
-    """Published journeys with an `incoming_message` trigger (match with ``trigger.matches``)."""
+async def delete_journey(session: AsyncSession, journey: Journey) -> None:
+    """The journey with its versions and enrollments (the foreign keys cascade)."""
+    await session.execute(delete(Journey).where(Journey.id == journey.id))
+
+
+async def journey_versions(session: AsyncSession, journey_id: str) -> list[JourneyVersion]:
     rows = await session.execute(
-        select(Journey).where(
+        select(JourneyVersion)
+        .where(JourneyVersion.journey_id == journey_id)
+        .order_by(JourneyVersion.version)
+    )
+    return list(rows.scalars())
+
+
+async def journeys_triggered_by(
+    session: AsyncSession, tenant_id: str, contact_id: str, text: str
+) -> list[str]:
+    """Published journeys an incoming message ``text`` starts for the contact, in one query:
+    an `incoming_message` trigger that matches, and the contact neither in it nor ejected."""
+    in_it_or_ejected = exists().where(
+        Enrollment.journey_id == Journey.id,
+        Enrollment.contact_id == contact_id,
+        or_(Enrollment.state == ACTIVE, Enrollment.ejected.is_(True)),
+    )
+    rows = await session.execute(
+        select(Journey.id, JourneyVersion.definition)
+        .join(
+            JourneyVersion,
+            and_(
+                JourneyVersion.journey_id == Journey.id, JourneyVersion.version == Journey.version
+            ),
+        )
+        .where(
             Journey.tenant_id == tenant_id,
             Journey.status == "published",
             Journey.trigger_type == "incoming_message",
+            ~in_it_or_ejected,
         )
+        .order_by(Journey.created_at, Journey.id)
     )
-    return [
-        (journey, await journey_definition_at(session, journey.id, journey.version))
-        for journey in rows.scalars()
-    ]
+    return [str(row[0]) for row in rows if Trigger.model_validate(row[1]["trigger"]).matches(text)]
 
 
 # Enrollments ---------------------------------------------------------------------------------
@@ -245,18 +271,35 @@ def enrollment_public(
     )
 
 
-async def get_enrollment(session: AsyncSession, tenant_id: str, enrollment_id: str) -> Enrollment:
-    enrollment = await session.get(Enrollment, enrollment_id)
-    if enrollment is None or enrollment.tenant_id != tenant_id:
-        raise NotFound("enrollment", enrollment_id)
-    return enrollment
-
-
-async def active_enrollments_of_journey(session: AsyncSession, journey_id: str) -> list[Enrollment]:
-    rows = await session.execute(
-        select(Enrollment).where(Enrollment.journey_id == journey_id, Enrollment.state == ACTIVE)
+async def enrollments_of_journey(
+    session: AsyncSession, journey: Journey, state: str | None, limit: int
+) -> list[EnrollmentPublic]:
+    """The journey's enrollments, newest first, in any state or in ``state``."""
+    query = (
+        select(Enrollment, Contact.external_id)
+        .join(Contact, Contact.id == Enrollment.contact_id)
+        .where(Enrollment.journey_id == journey.id)
+        .order_by(Enrollment.started_at.desc(), Enrollment.id.desc())
+        .limit(limit)
     )
-    return list(rows.scalars())
+    if state is not None:
+        query = query.where(Enrollment.state == state)
+    rows = await session.execute(query)
+    return [enrollment_public(e, journey.name, external_id) for e, external_id in rows.all()]
+
+
+async def every_enrollment_of_contact(
+    session: AsyncSession, tenant_id: str, contact: Contact, limit: int
+) -> list[EnrollmentPublic]:
+    """The contact's enrollments, ended ones included, newest first."""
+    rows = await session.execute(
+        select(Enrollment, Journey.name)
+        .join(Journey, Journey.id == Enrollment.journey_id)
+        .where(Enrollment.tenant_id == tenant_id, Enrollment.contact_id == contact.id)
+        .order_by(Enrollment.started_at.desc(), Enrollment.id.desc())
+        .limit(limit)
+    )
+    return [enrollment_public(e, name, contact.external_id) for e, name in rows.all()]
 
 
 def mark_ended(enrollment: Enrollment, state: str, by: str, reason: str) -> bool:
@@ -304,3 +347,19 @@ async def contacts_ejected_since(
         .distinct()
     )
     return list(rows.scalars())
+
+
+async def tenant_has_journeys(session: AsyncSession, tenant_id: str) -> bool:
+    found = await session.execute(select(Journey.id).where(Journey.tenant_id == tenant_id).limit(1))
+    return found.first() is not None
+
+
+async def handed_over_to(session: AsyncSession, enrollment_id: str) -> tuple[Enrollment, str]:
+    """The enrollment that ``enrollment_id`` was handed over to, and its journey's name."""
+    rows = await session.execute(
+        select(Enrollment, Journey.name)
+        .join(Journey, Journey.id == Enrollment.journey_id)
+        .where(Enrollment.parent_id == enrollment_id)
+    )
+    child, name = rows.one()
+    return child, name

@@ -7,26 +7,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
-from sqlalchemy import select
 
 from nudge.api.deps import SessionDep, TemporalDep
 from nudge.errors import Conflict, NotFound
+from nudge.models.followups import PressRecorded
 from nudge.models.payloads import ButtonPress
 from nudge.models.signals import PRESS_BUTTON
-from nudge.models.tables import FollowUpRecord, Tenant
 from nudge.runs.followups import signal_record
 from nudge.security import ActionTokens
+from nudge.store.records import find_record
+from nudge.store.tenants import find_tenant_by_id
 
 router = APIRouter(prefix="/v1/actions", tags=["actions"])
 
 Token = Annotated[str, Path(max_length=2000, description="What the button's URL carries.")]
-
-
-class PressRecorded(BaseModel):
-    status: str
-    action: str
-    reconciliation_id: str
 
 
 def _claims(request: Request, token: str) -> dict[str, str]:
@@ -55,16 +49,8 @@ async def press(
 ) -> PressRecorded:
     """Record a button press: the button's actions run, then the record's follow-up ends."""
     claims = _claims(request, token)
-    tenant = await session.get(Tenant, claims["t"])
-    record = (
-        await session.execute(
-            select(FollowUpRecord).where(
-                FollowUpRecord.tenant_id == claims["t"],
-                FollowUpRecord.followup_id == claims["f"],
-                FollowUpRecord.reconciliation_id == claims["r"],
-            )
-        )
-    ).scalar_one_or_none()
+    tenant = await find_tenant_by_id(session, claims["t"])
+    record = await find_record(session, claims["t"], claims["f"], claims["r"])
     if tenant is None or record is None:
         raise NotFound("action", "this link")
     if record.state != "following":

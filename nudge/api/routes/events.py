@@ -5,37 +5,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Iterable
-from typing import Annotated, Literal
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nudge.api.deps import ServiceDep, SessionDep, SettingsDep, TemporalDep
-from nudge.api.routes.journeys import SessionsDep
+from nudge.api.deps import ServiceDep, SessionDep, SessionsDep, SettingsDep, TemporalDep
 from nudge.errors import Conflict, InvalidInput, NotFound
-from nudge.models.directory import EXTERNAL_ID
-from nudge.models.events import EventAccepted, MessageEvent
-from nudge.models.journeys import Trigger
+from nudge.models.events import (
+    AssignmentAccepted,
+    AssignmentEvent,
+    MessageEvent,
+    MessageEventAccepted,
+)
 from nudge.models.payloads import Ending, JourneyAssignment, JourneyMessage
 from nudge.models.signals import JOURNEY_ASSIGNMENT, JOURNEY_MESSAGE, REPLY_TO_RECORD
-from nudge.models.tables import (
-    Contact,
-    Delivery,
-    Enrollment,
-    FollowUpRecipient,
-    FollowUpRecord,
-    Journey,
-    JourneyVersion,
-    Message,
-    utcnow,
-)
+from nudge.models.tables import Contact
 from nudge.runs.followups import signal_record
 from nudge.runs.journeys import enroll, signal_enrollment
+from nudge.store.deliveries import is_own_delivery
 from nudge.store.directory import find_contact
-from nudge.store.journeys import ACTIVE, active_enrollments_of_contact
+from nudge.store.journeys import active_enrollments_of_contact, journeys_triggered_by
+from nudge.store.messages import add_event_message
+from nudge.store.records import records_reminding
 from nudge.store.tenants import Principal
 
 log = logging.getLogger(__name__)
@@ -45,37 +37,6 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
 # Runs started or signalled at once for one event: enough for dozens of journeys, and well
 # under the database pool (each start commits its enrollment in a session of its own).
 JOURNEY_CONCURRENCY = 16
-
-
-class MessageEventAccepted(EventAccepted):
-    journeys_started: list[str] = Field(
-        default_factory=list, description="Journeys this message enrolled the contact in."
-    )
-    journeys_notified: list[str] = Field(
-        default_factory=list, description="Journeys in progress for the contact that got it."
-    )
-
-
-class AssignmentEvent(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"contact_id": "ada", "assignee": "grace", "manual": True}]
-        },
-    )
-
-    contact_id: EXTERNAL_ID
-    assignee: Annotated[str, Field(min_length=1, max_length=200)] = Field(
-        description="The agent or queue the contact was assigned to."
-    )
-    manual: bool = Field(
-        default=False, description="A person assigned them (the `manual_assignment` exit)."
-    )
-
-
-class AssignmentAccepted(BaseModel):
-    status: Literal["accepted"] = "accepted"
-    journeys_notified: list[str] = Field(description="Journeys in progress that got it.")
 
 
 @router.post("/messages", status_code=status.HTTP_202_ACCEPTED)
@@ -90,7 +51,9 @@ async def message_event(
     """A message to or from a contact: kept in history; it can answer, end or start journeys
     and end follow-ups."""
     contact = await _contact(session, principal.tenant_id, event.contact_id)
-    if event.direction == "outgoing" and await _is_own_send(session, principal, event.message_id):
+    if event.direction == "outgoing" and await is_own_delivery(
+        session, principal.tenant_id, event.message_id
+    ):
         # The chat platform echoing what Nudge itself sent: already in the history, and not
         # an agent's answer (the `outgoing_message` exit is about people, not about us).
         return MessageEventAccepted(status="duplicate", message_id=event.message_id)
@@ -141,51 +104,22 @@ async def _store(
     session: AsyncSession, tenant_id: str, contact: Contact, event: MessageEvent
 ) -> bool:
     """Keep the message in the contact's history; False when this message_id was seen before."""
-    session.add(
-        Message(
-            tenant_id=tenant_id,
-            contact_id=contact.id,
-            direction=event.direction,
-            channel=event.channel,
-            kind="text",
-            text=event.text,
-            body={"kind": "text", "text": event.text},
-            source={"type": "event"},
-            external_message_id=event.message_id,
-            at=event.at or utcnow(),
-        )
-    )
-    if event.direction == "incoming":
-        contact.last_channel = event.channel
+    if not await add_event_message(session, tenant_id, contact, event):
+        return False
     try:
         await session.commit()
-    except IntegrityError:
+    except IntegrityError:  # the same message_id, posted twice at once
         await session.rollback()
         return False
     return True
-
-
-async def _is_own_send(session: AsyncSession, principal: Principal, message_id: str) -> bool:
-    """True when ``message_id`` is the idempotency key of one of Nudge's own deliveries."""
-    found = await session.execute(
-        select(Delivery.id).where(
-            Delivery.tenant_id == principal.tenant_id, Delivery.idempotency_key == message_id
-        )
-    )
-    return found.first() is not None
 
 
 async def _deliver_reply(
     session: SessionDep, temporal: TemporalDep, tenant: str, contact_id: str, external_id: str
 ) -> None:
     """Tell every record run this contact was reminded by; each decides (`exit.on_reply`)."""
-    rows = await session.execute(
-        select(FollowUpRecord.followup_id, FollowUpRecord.reconciliation_id)
-        .join(FollowUpRecipient, FollowUpRecipient.record_id == FollowUpRecord.id)
-        .where(FollowUpRecipient.contact_id == contact_id, FollowUpRecord.state == "following")
-    )
     stop = Ending(by=f"contact {external_id}", reason="replied")
-    for followup_id, reconciliation_id in rows.all():
+    for followup_id, reconciliation_id in await records_reminding(session, contact_id):
         await signal_record(temporal, tenant, followup_id, reconciliation_id, REPLY_TO_RECORD, stop)
 
 
@@ -205,7 +139,11 @@ async def _journeys(
     contact, enroll them in the journeys it triggers; (journeys notified, journeys started)."""
     active = await active_enrollments_of_contact(session, principal.tenant_id, contact.id)
     # Read before anything starts: a journey this message starts does not get it as well.
-    triggered = await _triggered(session, principal.tenant_id, contact.id, event)
+    triggered = (
+        await journeys_triggered_by(session, principal.tenant_id, contact.id, event.text)
+        if event.direction == "incoming"
+        else []
+    )
     await session.close()  # the starts below commit in sessions of their own
     message = JourneyMessage(
         direction=event.direction,
@@ -227,39 +165,6 @@ async def _journeys(
     results = await _bounded([*signals, *starts])
     started = [j for j, ok in zip(triggered, results[len(notified) :], strict=True) if ok]
     return notified, started
-
-
-async def _triggered(
-    session: AsyncSession, tenant_id: str, contact_id: str, event: MessageEvent
-) -> list[str]:
-    """Published journeys this incoming message starts for the contact, in one query:
-    an `incoming_message` trigger that matches, and the contact neither in it nor ejected."""
-    if event.direction != "incoming":
-        return []
-    in_it_or_ejected = exists().where(
-        Enrollment.journey_id == Journey.id,
-        Enrollment.contact_id == contact_id,
-        or_(Enrollment.state == ACTIVE, Enrollment.ejected.is_(True)),
-    )
-    rows = await session.execute(
-        select(Journey.id, JourneyVersion.definition)
-        .join(
-            JourneyVersion,
-            and_(
-                JourneyVersion.journey_id == Journey.id, JourneyVersion.version == Journey.version
-            ),
-        )
-        .where(
-            Journey.tenant_id == tenant_id,
-            Journey.status == "published",
-            Journey.trigger_type == "incoming_message",
-            ~in_it_or_ejected,
-        )
-        .order_by(Journey.created_at, Journey.id)
-    )
-    return [
-        str(row[0]) for row in rows if Trigger.model_validate(row[1]["trigger"]).matches(event.text)
-    ]
 
 
 async def _start(

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.api.deps import AdminDep, SessionDep, SettingsDep, TemporalDep
-from nudge.errors import Conflict, NotFound
-from nudge.models.followup_bundle import Requirements, read_bundle, requirements, write_bundle
-from nudge.models.followups import FollowUpCopy, FollowUpDefinition, FollowUpPublic
+from nudge.errors import Conflict
+from nudge.models.followup_bundle import (
+    FollowUpImportReport,
+    read_bundle,
+    requirements,
+    write_bundle,
+)
+from nudge.models.followups import (
+    FollowUpCopy,
+    FollowUpDefinition,
+    FollowUpPublic,
+    FollowUpRecordPublic,
+    RecordStop,
+)
 from nudge.models.payloads import Ending
-from nudge.models.signals import POLL_NOW, STOP_POLLER, STOP_RECORD, PollNow
-from nudge.models.tables import FollowUp, FollowUpRecord, utcnow
-from nudge.runs.followups import signal_poller, signal_record, start_poller
+from nudge.models.signals import POLL_NOW, STOP_RECORD, PollNow
+from nudge.runs.followups import apply_status, signal_poller, signal_record
 from nudge.store.followup_definitions import (
     create_followup,
     import_followup,
@@ -25,8 +32,10 @@ from nudge.store.followup_definitions import (
     missing_references,
     public,
     save_new_version,
+    set_status,
 )
 from nudge.store.followups import definition_at, get_followup
+from nudge.store.records import end_record, get_record, list_records
 from nudge.store.tenants import Principal
 
 router = APIRouter(prefix="/v1/followups", tags=["follow-ups"])
@@ -34,45 +43,8 @@ router = APIRouter(prefix="/v1/followups", tags=["follow-ups"])
 FollowUpId = Annotated[str, Path(max_length=64)]
 
 
-class RecordPublic(BaseModel):
-    reconciliation_id: str
-    state: str = Field(description="following, resolved, completed or stopped")
-    attempts_made: int
-    next_attempt_at: datetime | None
-    data: dict[str, Any] = Field(description="The record's newest data.")
-    version: int = Field(description="The definition version this run follows.")
-    problems: dict[str, Any] = Field(description="Unmatched recipients and failed sends.")
-    ended_by: str | None
-    end_reason: str | None
-    first_seen_at: datetime
-    ended_at: datetime | None
-
-
-class StopRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: Annotated[str, Field(min_length=1, max_length=500)] = "stopped through the API"
-
-
 def _who(principal: Principal) -> str:
     return f"{principal.role} API key"
-
-
-async def _apply_status(
-    temporal: TemporalDep, settings: SettingsDep, principal: Principal, followup: FollowUp, was: str
-) -> None:
-    """Start or stop the poller to match the follow-up's status."""
-    if followup.status == "active" and was != "active":
-        await start_poller(temporal, settings, principal.tenant, followup)
-    elif followup.status != "active" and was == "active":
-        reason = "follow-up deleted" if followup.status == "deleted" else "follow-up deactivated"
-        await signal_poller(
-            temporal,
-            principal.tenant,
-            followup.id,
-            STOP_POLLER,
-            Ending(by=_who(principal), reason=reason),
-        )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -87,7 +59,7 @@ async def create(
     followup = await create_followup(session, principal.tenant_id, body)
     answer = await public(session, followup)
     await session.commit()
-    await _apply_status(temporal, settings, principal, followup, was="inactive")
+    await apply_status(temporal, settings, principal.tenant, followup, "inactive", _who(principal))
     return answer
 
 
@@ -95,14 +67,6 @@ async def create(
 async def read_all(principal: AdminDep, session: SessionDep) -> list[FollowUpPublic]:
     """Every follow-up of the tenant."""
     return [await public(session, f) for f in await list_followups(session, principal.tenant_id)]
-
-
-class ImportReport(BaseModel):
-    created: list[FollowUpPublic]
-    missing: Requirements = Field(
-        description="Channels and secrets the imported follow-ups need and this tenant lacks; "
-        "follow-ups that need them were created inactive."
-    )
 
 
 @router.get(
@@ -148,7 +112,7 @@ async def import_(
     session: SessionDep,
     temporal: TemporalDep,
     settings: SettingsDep,
-) -> ImportReport:
+) -> FollowUpImportReport:
     """Import a zip made by export (`--data-binary @file.zip`); reports what is missing."""
     definitions = read_bundle(await request.body())
     missing = await missing_references(session, principal.tenant_id, requirements(definitions))
@@ -165,8 +129,10 @@ async def import_(
     answers = [await public(session, f) for f in created]
     await session.commit()
     for followup in created:
-        await _apply_status(temporal, settings, principal, followup, was="inactive")
-    return ImportReport(created=answers, missing=missing)
+        await apply_status(
+            temporal, settings, principal.tenant, followup, "inactive", _who(principal)
+        )
+    return FollowUpImportReport(created=answers, missing=missing)
 
 
 @router.get("/{followup_id}")
@@ -190,7 +156,7 @@ async def update(
     await save_new_version(session, followup, body)
     answer = await public(session, followup)
     await session.commit()
-    await _apply_status(temporal, settings, principal, followup, was)
+    await apply_status(temporal, settings, principal.tenant, followup, was, _who(principal))
     if was == "active" and followup.status == "active":
         await signal_poller(temporal, principal.tenant, followup.id, POLL_NOW, PollNow())
     return answer
@@ -206,9 +172,9 @@ async def delete(
 ) -> None:
     """Delete a follow-up: its poller and every record run stop."""
     followup = await get_followup(session, principal.tenant_id, followup_id)
-    was, followup.status, followup.updated_at = followup.status, "deleted", utcnow()
+    was = set_status(followup, "deleted")
     await session.commit()
-    await _apply_status(temporal, settings, principal, followup, was)
+    await apply_status(temporal, settings, principal.tenant, followup, was, _who(principal))
 
 
 async def _set_status(
@@ -220,10 +186,10 @@ async def _set_status(
     settings: SettingsDep,
 ) -> FollowUpPublic:
     followup = await get_followup(session, principal.tenant_id, followup_id)
-    was, followup.status, followup.updated_at = followup.status, new, utcnow()
+    was = set_status(followup, new)
     answer = await public(session, followup)
     await session.commit()
-    await _apply_status(temporal, settings, principal, followup, was)
+    await apply_status(temporal, settings, principal.tenant, followup, was, _who(principal))
     return answer
 
 
@@ -280,22 +246,20 @@ async def copy(
     followup = await create_followup(session, principal.tenant_id, definition)
     answer = await public(session, followup)
     await session.commit()
-    await _apply_status(temporal, settings, principal, followup, was="inactive")
+    await apply_status(temporal, settings, principal.tenant, followup, "inactive", _who(principal))
     return answer
 
 
 @router.get("/{followup_id}/records")
 async def records(
     followup_id: FollowUpId, principal: AdminDep, session: SessionDep
-) -> list[RecordPublic]:
+) -> list[FollowUpRecordPublic]:
     """The records this follow-up has found, with their state and newest data."""
     followup = await get_followup(session, principal.tenant_id, followup_id)
-    rows = await session.execute(
-        select(FollowUpRecord)
-        .where(FollowUpRecord.followup_id == followup.id)
-        .order_by(FollowUpRecord.first_seen_at, FollowUpRecord.reconciliation_id)
-    )
-    return [RecordPublic.model_validate(r, from_attributes=True) for r in rows.scalars()]
+    return [
+        FollowUpRecordPublic.model_validate(r, from_attributes=True)
+        for r in await list_records(session, followup.id)
+    ]
 
 
 @router.post(
@@ -307,27 +271,17 @@ async def stop_record(
     principal: AdminDep,
     session: SessionDep,
     temporal: TemporalDep,
-    body: Annotated[StopRequest, Body()] = StopRequest(),
-) -> RecordPublic:
+    body: Annotated[RecordStop, Body()] = RecordStop(),
+) -> FollowUpRecordPublic:
     """Stop reminding about one record. No message of its run leaves after this answer."""
     followup = await get_followup(session, principal.tenant_id, followup_id)
-    record = (
-        await session.execute(
-            select(FollowUpRecord).where(
-                FollowUpRecord.followup_id == followup.id,
-                FollowUpRecord.reconciliation_id == reconciliation_id,
-            )
-        )
-    ).scalar_one_or_none()
-    if record is None:
-        raise NotFound("record", reconciliation_id)
+    record = await get_record(session, principal.tenant_id, followup.id, reconciliation_id)
     if record.state != "following":
         raise Conflict(f"record {reconciliation_id!r} is already {record.state}")
     stop = Ending(by=_who(principal), reason=body.reason)
     # Stopped in the database before the answer: an attempt in flight checks it before each send.
-    record.state, record.ended_by, record.end_reason = "stopped", stop.by, stop.reason
-    record.ended_at, record.next_attempt_at = utcnow(), None
-    answer = RecordPublic.model_validate(record, from_attributes=True)
+    end_record(record, "stopped", stop)
+    answer = FollowUpRecordPublic.model_validate(record, from_attributes=True)
     await session.commit()
     await signal_record(
         temporal, principal.tenant, followup.id, reconciliation_id, STOP_RECORD, stop

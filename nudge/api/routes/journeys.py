@@ -2,47 +2,55 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from fastapi import APIRouter, Body, HTTPException, Path, Query, status
 
 from nudge.api.deps import (
     AdminDep,
     AgentDep,
+    InboxDep,
     ServiceDep,
     SessionDep,
+    SessionsDep,
     SettingsDep,
     TemporalDep,
-    require,
 )
 from nudge.errors import Conflict
-from nudge.journey_templates import JourneyTemplate, import_template
+from nudge.models.journey_templates import JourneyTemplate
 from nudge.models.journeys import (
     EnrollmentCreate,
     EnrollmentPublic,
     EnrollmentState,
+    EnrollmentStop,
     JourneyDefinition,
     JourneyPublic,
-    TriggerJourneyStep,
-    check_journey_references,
+    JourneyStop,
+    JourneyVersionPublic,
 )
 from nudge.models.payloads import Ending
 from nudge.models.signals import STOP_ENROLLMENT
-from nudge.models.tables import Contact, Enrollment, Journey, JourneyVersion
+from nudge.models.tables import Journey
 from nudge.runs.journeys import enroll, signal_enrollment, stop_all
 from nudge.store.directory import get_contact
+from nudge.store.journey_references import (
+    check_journey_references,
+    published_referrer,
+    unpublished_handover,
+)
+from nudge.store.journey_templates import import_template
 from nudge.store.journeys import (
     contact_journeys,
     create_journey,
+    delete_journey,
     enrollment_public,
+    enrollments_of_journey,
+    every_enrollment_of_contact,
     find_active_enrollment,
     get_journey,
     journey_definition_at,
     journey_public,
+    journey_versions,
     list_journeys,
     mark_ended,
     save_journey_version,
@@ -58,43 +66,6 @@ JourneyId = Annotated[str, Path(max_length=64)]
 ExternalId = Annotated[
     str, Path(min_length=1, max_length=200, description="The contact's id in your systems.")
 ]
-InboxDep = Annotated[Principal, Depends(require("agent", "service"))]
-
-
-def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    # Enrolling commits in a transaction of its own before the run starts.
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    return sessions
-
-
-SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
-
-
-class JourneyVersionPublic(JourneyDefinition):
-    """One saved version of a journey, as it was written."""
-
-    version: int
-    created_at: datetime
-
-
-class JourneyStopRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: Annotated[str, Field(min_length=1, max_length=500)] = "journey stopped"
-
-
-class AgentStopRequest(BaseModel):
-    """An agent stops one contact's journey from the inbox."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"agent": "grace", "reason": "taking over the chat"}]},
-    )
-
-    agent: Annotated[str, Field(min_length=1, max_length=150)] = Field(
-        description="Who stops it, as the inbox names the agent."
-    )
-    reason: Annotated[str, Field(min_length=1, max_length=500)] = "stopped from the inbox"
 
 
 def _who(principal: Principal) -> str:
@@ -165,13 +136,13 @@ async def remove(journey_id: JourneyId, principal: AdminDep, session: SessionDep
     journey = await get_journey(session, principal.tenant_id, journey_id)
     if journey.status == "published":
         raise Conflict(f"journey {journey.name!r} is published; stop it before deleting it")
-    referrer = await _published_referrer(session, journey)
+    referrer = await published_referrer(session, journey)
     if referrer is not None:
         raise Conflict(
             f"published journey {referrer[0]!r} hands contacts over to this one"
             f" (step {referrer[1]!r}); stop or change it first"
         )
-    await session.execute(delete(Journey).where(Journey.id == journey.id))
+    await delete_journey(session, journey)
     await session.commit()
 
 
@@ -181,14 +152,9 @@ async def versions(
 ) -> list[JourneyVersionPublic]:
     """Every saved version of the journey, oldest first."""
     journey = await get_journey(session, principal.tenant_id, journey_id)
-    rows = await session.execute(
-        select(JourneyVersion)
-        .where(JourneyVersion.journey_id == journey.id)
-        .order_by(JourneyVersion.version)
-    )
     return [
         JourneyVersionPublic(**row.definition, version=row.version, created_at=row.created_at)
-        for row in rows.scalars()
+        for row in await journey_versions(session, journey.id)
     ]
 
 
@@ -205,7 +171,7 @@ async def publish(journey_id: JourneyId, principal: AdminDep, session: SessionDe
         session, principal.tenant_id, definition, journey_id=journey.id, require_published=False
     )
     if definition.trigger.type != "manual":
-        problem = await _unpublished_handover(session, journey, definition)
+        problem = await unpublished_handover(session, journey, definition)
         if problem is not None:
             raise Conflict(problem)
     await set_journey_status(session, journey, "published")
@@ -222,7 +188,7 @@ async def stop(
     sessions: SessionsDep,
     temporal: TemporalDep,
     settings: SettingsDep,
-    body: Annotated[JourneyStopRequest, Body()] = JourneyStopRequest(),
+    body: Annotated[JourneyStop, Body()] = JourneyStop(),
 ) -> JourneyPublic:
     """Stop the journey: every enrolled contact is ejected at once and never re-enrolled."""
     journey = await get_journey(session, principal.tenant_id, journey_id)
@@ -240,54 +206,6 @@ async def stop(
         stop=Ending(by=_who(principal), reason=body.reason),
     )
     return answer
-
-
-async def _unpublished_handover(
-    session: AsyncSession, journey: Journey, definition: JourneyDefinition
-) -> str | None:
-    """Why an entry journey cannot be published yet: a journey it hands contacts over to,
-    directly or through others, is not published (that hand-over would fail at run time).
-
-    Journeys with a `manual` trigger are not checked: nobody reaches them before the
-    journeys that hand over to them are published, so a menu's parts go first.
-    """
-    seen, todo = {journey.id}, [(journey.name, definition)]
-    while todo:
-        source, steps = todo.pop()
-        for step in steps.steps:
-            if not isinstance(step, TriggerJourneyStep) or step.journey_id in seen:
-                continue
-            seen.add(step.journey_id)
-            target = await session.get(Journey, step.journey_id)
-            if target is None or target.tenant_id != journey.tenant_id:
-                return f"step {step.id!r} of {source!r} hands over to a journey that is gone"
-            if target.status != "published":
-                return (
-                    f"step {step.id!r} of {source!r} hands contacts over to journey"
-                    f" {target.name!r}, which is {target.status}; publish it first"
-                )
-            todo.append(
-                (target.name, await journey_definition_at(session, target.id, target.version))
-            )
-    return None
-
-
-async def _published_referrer(session: AsyncSession, journey: Journey) -> tuple[str, str] | None:
-    """(name, step id) of a published journey whose current version hands over to ``journey``."""
-    rows = await session.execute(
-        select(Journey.name, JourneyVersion.definition)
-        .join(
-            JourneyVersion,
-            (JourneyVersion.journey_id == Journey.id) & (JourneyVersion.version == Journey.version),
-        )
-        .where(Journey.tenant_id == journey.tenant_id, Journey.status == "published")
-    )
-    for row in rows:
-        name, definition = str(row[0]), row[1]
-        for step in definition.get("steps", []):
-            if step.get("type") == "trigger_journey" and step.get("journey_id") == journey.id:
-                return name, str(step.get("id"))
-    return None
 
 
 # Enrollments ---------------------------------------------------------------------------------
@@ -338,17 +256,7 @@ async def read_enrollments(
 ) -> list[EnrollmentPublic]:
     """The journey's enrollments, newest first: who is where, and how each one ended."""
     journey = await get_journey(session, principal.tenant_id, journey_id)
-    query = (
-        select(Enrollment, Contact.external_id)
-        .join(Contact, Contact.id == Enrollment.contact_id)
-        .where(Enrollment.journey_id == journey.id)
-        .order_by(Enrollment.started_at.desc(), Enrollment.id.desc())
-        .limit(limit)
-    )
-    if state is not None:
-        query = query.where(Enrollment.state == state)
-    rows = await session.execute(query)
-    return [enrollment_public(e, journey.name, external_id) for e, external_id in rows.all()]
+    return await enrollments_of_journey(session, journey, state, limit)
 
 
 # The inbox -----------------------------------------------------------------------------------
@@ -368,14 +276,7 @@ async def read_contact_journeys(
     contact = await get_contact(session, principal.tenant_id, external_id)
     if not include_ended:
         return await contact_journeys(session, principal.tenant_id, contact)
-    rows = await session.execute(
-        select(Enrollment, Journey.name)
-        .join(Journey, Journey.id == Enrollment.journey_id)
-        .where(Enrollment.tenant_id == principal.tenant_id, Enrollment.contact_id == contact.id)
-        .order_by(Enrollment.started_at.desc(), Enrollment.id.desc())
-        .limit(limit)
-    )
-    return [enrollment_public(e, name, external_id) for e, name in rows.all()]
+    return await every_enrollment_of_contact(session, principal.tenant_id, contact, limit)
 
 
 @contact_router.post(
@@ -384,7 +285,7 @@ async def read_contact_journeys(
 async def stop_for_contact(
     external_id: ExternalId,
     journey_id: JourneyId,
-    body: AgentStopRequest,
+    body: EnrollmentStop,
     principal: AgentDep,
     session: SessionDep,
     temporal: TemporalDep,

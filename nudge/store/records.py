@@ -1,0 +1,59 @@
+"""Follow-up records as the API and events see them. Functions take the session and never commit."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nudge.errors import NotFound
+from nudge.models.payloads import Ending
+from nudge.models.tables import FollowUpRecipient, FollowUpRecord, utcnow
+
+
+async def list_records(session: AsyncSession, followup_id: str) -> list[FollowUpRecord]:
+    """Every record of the follow-up, in the order they were first found."""
+    rows = await session.execute(
+        select(FollowUpRecord)
+        .where(FollowUpRecord.followup_id == followup_id)
+        .order_by(FollowUpRecord.first_seen_at, FollowUpRecord.reconciliation_id)
+    )
+    return list(rows.scalars())
+
+
+async def find_record(
+    session: AsyncSession, tenant_id: str, followup_id: str, reconciliation_id: str
+) -> FollowUpRecord | None:
+    rows = await session.execute(
+        select(FollowUpRecord).where(
+            FollowUpRecord.tenant_id == tenant_id,
+            FollowUpRecord.followup_id == followup_id,
+            FollowUpRecord.reconciliation_id == reconciliation_id,
+        )
+    )
+    return rows.scalar_one_or_none()
+
+
+async def get_record(
+    session: AsyncSession, tenant_id: str, followup_id: str, reconciliation_id: str
+) -> FollowUpRecord:
+    record = await find_record(session, tenant_id, followup_id, reconciliation_id)
+    if record is None:
+        raise NotFound("record", reconciliation_id)
+    return record
+
+
+async def records_reminding(session: AsyncSession, contact_id: str) -> list[tuple[str, str]]:
+    """(follow-up id, reconciliation id) of every record still reminding the contact."""
+    rows = await session.execute(
+        select(FollowUpRecord.followup_id, FollowUpRecord.reconciliation_id)
+        .join(FollowUpRecipient, FollowUpRecipient.record_id == FollowUpRecord.id)
+        .where(FollowUpRecipient.contact_id == contact_id, FollowUpRecord.state == "following")
+    )
+    return [(str(f), str(r)) for f, r in rows.all()]
+
+
+def end_record(record: FollowUpRecord, state: str, ending: Ending) -> None:
+    """Record who or what ended a record's reminders and why (its run checks this before
+    each send, so nothing more leaves once the caller commits)."""
+    record.state, record.ended_by, record.end_reason = state, ending.by, ending.reason
+    record.ended_at, record.next_attempt_at = utcnow(), None
