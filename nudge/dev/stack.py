@@ -150,7 +150,7 @@ class DevStack:
     def _prepare_data(self) -> str:
         """Migrate the database and make sure the demo tenant exists; its admin key."""
         from nudge.dev.demo import ensure_demo_tenant
-        from nudge.journey_templates import seed_demo_journeys
+        from nudge.dev.demo_journeys import seed_demo_journeys
         from nudge.models.db import migrate
 
         self.data_dir.mkdir(parents=True, exist_ok=True)

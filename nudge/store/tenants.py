@@ -87,3 +87,7 @@ async def authenticate(session: AsyncSession, key: str) -> Principal | None:
         return None
     role, tenant_id, slug = row
     return Principal(tenant_id=tenant_id, tenant=slug, role=cast(Role, role))
+
+
+async def find_tenant_by_id(session: AsyncSession, tenant_id: str) -> Tenant | None:
+    return await session.get(Tenant, tenant_id)
