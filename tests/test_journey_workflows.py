@@ -147,7 +147,7 @@ class Scene:
             self.sessions,
             self.settings,
             tenant_id=self.tenant.id,
-            tenant=self.tenant.slug,
+            tenant_slug=self.tenant.slug,
             journey_id=journey_id,
             external_id=contact,
             variables=more.pop("variables", {}),
@@ -417,7 +417,7 @@ async def test_stopping_a_journey_ejects_everyone_for_good(scene: Scene) -> None
         scene.sessions,
         scene.settings,
         tenant_id=scene.tenant.id,
-        tenant=scene.tenant.slug,
+        tenant_slug=scene.tenant.slug,
         journey_id=journey_id,
         stop=stop,
     )

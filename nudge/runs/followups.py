@@ -26,54 +26,56 @@ from nudge.settings import Settings
 P = TypeVar("P")
 
 
-async def start_poller(client: Client, settings: Settings, tenant: str, followup: FollowUp) -> None:
+async def start_poller(
+    client: Client, settings: Settings, tenant_slug: str, followup: FollowUp
+) -> None:
     """Start the follow-up's poller, or leave the running one be."""
     await client.start_workflow(
         FOLLOWUP_POLLER_WORKFLOW,
         PollerInput(
             tenant_id=followup.tenant_id,
-            tenant=tenant,
+            tenant=tenant_slug,
             followup_id=followup.id,
             time_scale=settings.time_scale,
         ),
-        id=followup_workflow_id(tenant, followup.id),
+        id=followup_workflow_id(tenant_slug, followup.id),
         task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=search_attributes(tenant, Kind.FOLLOWUP, followup=followup.id),
+        search_attributes=search_attributes(tenant_slug, Kind.FOLLOWUP, followup=followup.id),
         static_summary=f"Follow-up poller: {followup.name}",
     )
 
 
 async def signal_poller(
-    client: Client, tenant: str, followup_id: str, signal: Signal[P], arg: P
+    client: Client, tenant_slug: str, followup_id: str, signal: Signal[P], arg: P
 ) -> bool:
     """Signal the poller; False when it is not running."""
-    return await signal_run(client, followup_workflow_id(tenant, followup_id), signal, arg)
+    return await signal_run(client, followup_workflow_id(tenant_slug, followup_id), signal, arg)
 
 
 async def signal_record(
     client: Client,
-    tenant: str,
+    tenant_slug: str,
     followup_id: str,
     reconciliation_id: str,
     signal: Signal[P],
     arg: P,
 ) -> bool:
     """Signal one record's run; False when it is not running."""
-    workflow_id = record_workflow_id(tenant, followup_id, reconciliation_id)
+    workflow_id = record_workflow_id(tenant_slug, followup_id, reconciliation_id)
     return await signal_run(client, workflow_id, signal, arg)
 
 
 async def signal_records(
     client: Client,
-    tenant: str,
+    tenant_slug: str,
     followup_id: str,
     reconciliation_ids: Sequence[str],
     signal: Signal[P],
     arg: P,
 ) -> int:
     """Signal many records' runs; the number still open."""
-    ids = [record_workflow_id(tenant, followup_id, rid) for rid in reconciliation_ids]
+    ids = [record_workflow_id(tenant_slug, followup_id, rid) for rid in reconciliation_ids]
     return await signal_runs(client, ids, signal, arg)
 
 
@@ -114,12 +116,14 @@ async def start_records(
 
 
 async def apply_status(
-    client: Client, settings: Settings, tenant: str, followup: FollowUp, was: str, by: str
+    client: Client, settings: Settings, tenant_slug: str, followup: FollowUp, was: str, by: str
 ) -> None:
     """Start or stop the poller to match the follow-up's (committed) status; ``was`` is the
     status before the change, ``by`` who made it."""
     if followup.status == "active" and was != "active":
-        await start_poller(client, settings, tenant, followup)
+        await start_poller(client, settings, tenant_slug, followup)
     elif followup.status != "active" and was == "active":
         reason = "follow-up deleted" if followup.status == "deleted" else "follow-up deactivated"
-        await signal_poller(client, tenant, followup.id, STOP_POLLER, Ending(by=by, reason=reason))
+        await signal_poller(
+            client, tenant_slug, followup.id, STOP_POLLER, Ending(by=by, reason=reason)
+        )

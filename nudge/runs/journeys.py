@@ -47,7 +47,7 @@ async def enroll(
     settings: Settings,
     *,
     tenant_id: str,
-    tenant: str,
+    tenant_slug: str,
     journey_id: str,
     external_id: str,
     variables: dict[str, Any],
@@ -74,7 +74,7 @@ async def enroll(
         name = journey.name
     request = EnrollmentInput(
         tenant_id=tenant_id,
-        tenant=tenant,
+        tenant=tenant_slug,
         journey_id=journey_id,
         enrollment_id=enrollment.id,
         external_id=external_id,
@@ -85,10 +85,10 @@ async def enroll(
         await client.start_workflow(
             JOURNEY_WORKFLOW,
             request,
-            id=journey_workflow_id(tenant, journey_id, external_id),
+            id=journey_workflow_id(tenant_slug, journey_id, external_id),
             task_queue=settings.task_queue,
             search_attributes=search_attributes(
-                tenant, Kind.JOURNEY, journey=journey_id, contact=external_id
+                tenant_slug, Kind.JOURNEY, journey=journey_id, contact=external_id
             ),
             static_summary=journey_summary(name, external_id),
         )
@@ -114,14 +114,14 @@ async def _abandon(
 
 async def signal_enrollment(
     client: Client,
-    tenant: str,
+    tenant_slug: str,
     journey_id: str,
     external_id: str,
     signal: Signal[P],
     arg: P,
 ) -> bool:
     """Signal the contact's run of the journey by its id; False when it is not running."""
-    workflow_id = journey_workflow_id(tenant, journey_id, external_id)
+    workflow_id = journey_workflow_id(tenant_slug, journey_id, external_id)
     return await signal_run(client, workflow_id, signal, arg)
 
 
@@ -131,7 +131,7 @@ async def stop_all(
     settings: Settings,
     *,
     tenant_id: str,
-    tenant: str,
+    tenant_slug: str,
     journey_id: str,
     stop: Ending,
 ) -> None:
@@ -146,10 +146,10 @@ async def stop_all(
     await client.start_workflow(
         JOURNEY_STOP_ALL_WORKFLOW,
         StopAllInput(
-            tenant_id=tenant_id, tenant=tenant, journey_id=journey_id, stop=stop, since=since
+            tenant_id=tenant_id, tenant=tenant_slug, journey_id=journey_id, stop=stop, since=since
         ),
-        id=journey_stop_all_workflow_id(tenant, journey_id, uuid.uuid4().hex[:12]),
+        id=journey_stop_all_workflow_id(tenant_slug, journey_id, uuid.uuid4().hex[:12]),
         task_queue=settings.task_queue,
-        search_attributes=search_attributes(tenant, Kind.JOURNEY_STOP_ALL, journey=journey_id),
+        search_attributes=search_attributes(tenant_slug, Kind.JOURNEY_STOP_ALL, journey=journey_id),
         static_summary=f"Stop journey {name}: eject every enrolled contact",
     )

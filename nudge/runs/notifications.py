@@ -32,7 +32,7 @@ async def queue_notification(
     settings: Settings,
     *,
     tenant_id: str,
-    tenant: str,
+    tenant_slug: str,
     request: NotificationCreate,
 ) -> tuple[Notification, Contact]:
     """Store the notification, then start the run that sends it.
@@ -44,13 +44,13 @@ async def queue_notification(
         contact, channel = await _recipient_and_channel(session, tenant_id, request)
         notification = add_notification(session, tenant_id, contact, request, channel)
         await session.flush()
-    workflow_id = notification_workflow_id(tenant, notification.id)
+    workflow_id = notification_workflow_id(tenant_slug, notification.id)
     try:
         await client.start_workflow(
             NOTIFICATION_WORKFLOW,
             SendNotificationInput(
                 tenant_id=tenant_id,
-                tenant=tenant,
+                tenant=tenant_slug,
                 notification_id=notification.id,
                 contact=contact.external_id,
                 channel=channel,
@@ -58,7 +58,7 @@ async def queue_notification(
             id=workflow_id,
             task_queue=settings.task_queue,
             search_attributes=search_attributes(
-                tenant, Kind.NOTIFICATION, contact=contact.external_id
+                tenant_slug, Kind.NOTIFICATION, contact=contact.external_id
             ),
             static_summary=f"Notification to {contact.external_id} on {channel}",
         )

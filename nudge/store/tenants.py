@@ -23,7 +23,7 @@ class Principal:
     """Who is calling: a tenant and the role of the key they used."""
 
     tenant_id: str
-    tenant: str
+    tenant_slug: str
     role: Role
 
 
@@ -86,7 +86,7 @@ async def authenticate(session: AsyncSession, key: str) -> Principal | None:
     if row is None:
         return None
     role, tenant_id, slug = row
-    return Principal(tenant_id=tenant_id, tenant=slug, role=cast(Role, role))
+    return Principal(tenant_id=tenant_id, tenant_slug=slug, role=cast(Role, role))
 
 
 async def find_tenant_by_id(session: AsyncSession, tenant_id: str) -> Tenant | None:

@@ -60,7 +60,7 @@ async def message_event(
     if not await _store(session, principal.tenant_id, contact, event):
         return MessageEventAccepted(status="duplicate", message_id=event.message_id)
     if event.direction == "incoming":
-        await _deliver_reply(session, temporal, principal.tenant, contact.id, event.contact_id)
+        await _deliver_reply(session, temporal, principal.tenant_slug, contact.id, event.contact_id)
     notified, started = await _journeys(
         session, sessions, temporal, settings, principal, contact, event
     )
@@ -84,7 +84,12 @@ async def assignment_event(
     journey_ids = [enrollment.journey_id for enrollment, _ in active]
     await _bounded(
         signal_enrollment(
-            temporal, principal.tenant, journey_id, event.contact_id, JOURNEY_ASSIGNMENT, assignment
+            temporal,
+            principal.tenant_slug,
+            journey_id,
+            event.contact_id,
+            JOURNEY_ASSIGNMENT,
+            assignment,
         )
         for journey_id in journey_ids
     )
@@ -154,7 +159,7 @@ async def _journeys(
     notified = [enrollment.journey_id for enrollment, _ in active]
     signals = (
         signal_enrollment(
-            temporal, principal.tenant, journey_id, event.contact_id, JOURNEY_MESSAGE, message
+            temporal, principal.tenant_slug, journey_id, event.contact_id, JOURNEY_MESSAGE, message
         )
         for journey_id in notified
     )
@@ -182,7 +187,7 @@ async def _start(
             sessions,
             settings,
             tenant_id=principal.tenant_id,
-            tenant=principal.tenant,
+            tenant_slug=principal.tenant_slug,
             journey_id=journey_id,
             external_id=event.contact_id,
             # The message that started it, for templates (`{{ variables.trigger_message }}`).

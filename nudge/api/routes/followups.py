@@ -59,7 +59,9 @@ async def create(
     followup = await create_followup(session, principal.tenant_id, body)
     answer = await public(session, followup)
     await session.commit()
-    await apply_status(temporal, settings, principal.tenant, followup, "inactive", _who(principal))
+    await apply_status(
+        temporal, settings, principal.tenant_slug, followup, "inactive", _who(principal)
+    )
     return answer
 
 
@@ -91,9 +93,11 @@ async def export(
         for d, f in zip(definitions, followups, strict=True)
     ]
     return Response(
-        content=write_bundle(principal.tenant, definitions),
+        content=write_bundle(principal.tenant_slug, definitions),
         media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{principal.tenant}-followups.zip"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="{principal.tenant_slug}-followups.zip"'
+        },
     )
 
 
@@ -130,7 +134,7 @@ async def import_(
     await session.commit()
     for followup in created:
         await apply_status(
-            temporal, settings, principal.tenant, followup, "inactive", _who(principal)
+            temporal, settings, principal.tenant_slug, followup, "inactive", _who(principal)
         )
     return FollowUpImportReport(created=answers, missing=missing)
 
@@ -156,9 +160,9 @@ async def update(
     await save_new_version(session, followup, body)
     answer = await public(session, followup)
     await session.commit()
-    await apply_status(temporal, settings, principal.tenant, followup, was, _who(principal))
+    await apply_status(temporal, settings, principal.tenant_slug, followup, was, _who(principal))
     if was == "active" and followup.status == "active":
-        await signal_poller(temporal, principal.tenant, followup.id, POLL_NOW, PollNow())
+        await signal_poller(temporal, principal.tenant_slug, followup.id, POLL_NOW, PollNow())
     return answer
 
 
@@ -174,7 +178,7 @@ async def delete(
     followup = await get_followup(session, principal.tenant_id, followup_id)
     was = set_status(followup, "deleted")
     await session.commit()
-    await apply_status(temporal, settings, principal.tenant, followup, was, _who(principal))
+    await apply_status(temporal, settings, principal.tenant_slug, followup, was, _who(principal))
 
 
 async def _set_status(
@@ -189,7 +193,7 @@ async def _set_status(
     was = set_status(followup, new)
     answer = await public(session, followup)
     await session.commit()
-    await apply_status(temporal, settings, principal.tenant, followup, was, _who(principal))
+    await apply_status(temporal, settings, principal.tenant_slug, followup, was, _who(principal))
     return answer
 
 
@@ -225,7 +229,7 @@ async def poll_now(
     followup = await get_followup(session, principal.tenant_id, followup_id)
     if followup.status != "active":
         raise Conflict("the follow-up is inactive; activate it first")
-    if not await signal_poller(temporal, principal.tenant, followup.id, POLL_NOW, PollNow()):
+    if not await signal_poller(temporal, principal.tenant_slug, followup.id, POLL_NOW, PollNow()):
         raise Conflict("the follow-up's poller is not running; deactivate and activate it")
     return {"status": "poll requested"}
 
@@ -246,7 +250,9 @@ async def copy(
     followup = await create_followup(session, principal.tenant_id, definition)
     answer = await public(session, followup)
     await session.commit()
-    await apply_status(temporal, settings, principal.tenant, followup, "inactive", _who(principal))
+    await apply_status(
+        temporal, settings, principal.tenant_slug, followup, "inactive", _who(principal)
+    )
     return answer
 
 
@@ -284,6 +290,6 @@ async def stop_record(
     answer = FollowUpRecordPublic.model_validate(record, from_attributes=True)
     await session.commit()
     await signal_record(
-        temporal, principal.tenant, followup.id, reconciliation_id, STOP_RECORD, stop
+        temporal, principal.tenant_slug, followup.id, reconciliation_id, STOP_RECORD, stop
     )
     return answer

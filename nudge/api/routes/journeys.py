@@ -201,7 +201,7 @@ async def stop(
         sessions,
         settings,
         tenant_id=principal.tenant_id,
-        tenant=principal.tenant,
+        tenant_slug=principal.tenant_slug,
         journey_id=journey.id,
         stop=Ending(by=_who(principal), reason=body.reason),
     )
@@ -238,7 +238,7 @@ async def create_enrollment(
         sessions,
         settings,
         tenant_id=principal.tenant_id,
-        tenant=principal.tenant,
+        tenant_slug=principal.tenant_slug,
         journey_id=journey.id,
         external_id=body.contact_id,
         variables=body.variables,
@@ -307,7 +307,7 @@ async def stop_for_contact(
     await session.commit()
     await signal_enrollment(
         temporal,
-        principal.tenant,
+        principal.tenant_slug,
         journey.id,
         external_id,
         STOP_ENROLLMENT,

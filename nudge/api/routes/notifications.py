@@ -47,11 +47,11 @@ async def send_notification(
         sessions,
         settings,
         tenant_id=principal.tenant_id,
-        tenant=principal.tenant,
+        tenant_slug=principal.tenant_slug,
         request=body,
     )
     response.headers["Location"] = f"/v1/notifications/{notification.id}"
-    return notification_public(notification, contact.external_id, principal.tenant)
+    return notification_public(notification, contact.external_id, principal.tenant_slug)
 
 
 @router.get("/{notification_id}")
@@ -61,4 +61,4 @@ async def read_notification(
     """A notification's status: queued, sent, or failed with the reason."""
     notification = await get_notification(session, principal.tenant_id, notification_id)
     external_id = await external_id_of(session, notification.contact_id)
-    return notification_public(notification, external_id, principal.tenant)
+    return notification_public(notification, external_id, principal.tenant_slug)
