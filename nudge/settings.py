@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -89,8 +88,3 @@ def _development_secret_key(data_dir: Path) -> str:
     path.write_text(key + "\n")
     path.chmod(0o600)
     return key
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()

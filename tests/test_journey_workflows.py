@@ -20,7 +20,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from nudge.errors import Conflict
-from nudge.models.channels import WebhookChannelIn, WebhookConfig
+from nudge.models.channels import WebhookChannelPut, WebhookConfig
 from nudge.models.db import transaction
 from nudge.models.directory import ContactPut
 from nudge.models.journeys import JourneyDefinition
@@ -115,7 +115,7 @@ class Scene:
             contact.last_channel = "chat"
 
     async def channel(self, slug: str, url: str, box: SecretBox) -> None:
-        config = WebhookChannelIn(type="webhook", config=WebhookConfig.model_validate({"url": url}))
+        config = WebhookChannelPut(type="webhook", config=WebhookConfig.model_validate({"url": url}))
         async with transaction(self.sessions) as session:
             await put_channel(session, self.tenant.id, slug, config, box)
 

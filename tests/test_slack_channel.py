@@ -12,15 +12,15 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from nudge.activities.channels.base import (
+from nudge.messaging.channels.base import (
     Outbound,
     ProviderRejected,
     ProviderUnavailable,
     Recipient,
 )
-from nudge.activities.channels.registry import build_sender
-from nudge.activities.channels.slack import SlackChannel, mrkdwn_chunks
-from nudge.models.channels import SlackChannelIn, SlackConfig, split_credentials
+from nudge.messaging.channels.registry import build_sender
+from nudge.messaging.channels.slack import SlackChannel, mrkdwn_chunks
+from nudge.models.channels import SlackChannelPut, SlackConfig, split_credentials
 from nudge.models.messages import Button, Card, CardMessage, Image, ImageMessage, TextMessage
 from nudge.models.tables import Channel
 from tests.conftest import TenantKeys, problems
@@ -350,7 +350,7 @@ async def test_registry_refuses_invalid_slack_config(
 
 def test_split_credentials_keeps_the_webhook_url_out_of_the_public_config() -> None:
     url = "https://hooks.slack.com" + SECRET_PATH
-    channel = SlackChannelIn.model_validate(
+    channel = SlackChannelPut.model_validate(
         {"type": "slack", "config": {"webhook_url": url, "icon_emoji": ":bell:"}}
     )
 

@@ -77,28 +77,28 @@ class SlackConfig(_Strict):
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10
 
 
-class LogChannelIn(_Strict):
+class LogChannelPut(_Strict):
     type: Literal["log"]
     config: LogConfig = LogConfig()
 
 
-class WebhookChannelIn(_Strict):
+class WebhookChannelPut(_Strict):
     type: Literal["webhook"]
     config: WebhookConfig
 
 
-class EmailChannelIn(_Strict):
+class EmailChannelPut(_Strict):
     type: Literal["email"]
     config: EmailConfig
 
 
-class SlackChannelIn(_Strict):
+class SlackChannelPut(_Strict):
     type: Literal["slack"]
     config: SlackConfig
 
 
-ChannelIn = Annotated[
-    LogChannelIn | WebhookChannelIn | EmailChannelIn | SlackChannelIn,
+ChannelPut = Annotated[
+    LogChannelPut | WebhookChannelPut | EmailChannelPut | SlackChannelPut,
     Field(discriminator="type"),
 ]
 
@@ -106,7 +106,7 @@ ChannelIn = Annotated[
 CREDENTIAL_FIELDS = {"webhook": ("secret",), "email": ("password",), "slack": ("webhook_url",)}
 
 
-def split_credentials(channel: ChannelIn) -> tuple[dict[str, Any], dict[str, str]]:
+def split_credentials(channel: ChannelPut) -> tuple[dict[str, Any], dict[str, str]]:
     """The public part of a channel config, and its credentials in plain text."""
     config = channel.config.model_dump(mode="json", exclude_none=True)
     credentials: dict[str, str] = {}

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.errors import InvalidInput, NotFound
-from nudge.models.channels import ChannelIn, split_credentials
+from nudge.models.channels import ChannelPut, split_credentials
 from nudge.models.directory import ContactPut
 from nudge.models.tables import Channel, Contact, Group, GroupMember, Secret, utcnow
 from nudge.security import SecretBox
@@ -96,7 +96,7 @@ async def group_member_ids(session: AsyncSession, group_id: str) -> list[str]:
 
 
 async def put_channel(
-    session: AsyncSession, tenant_id: str, slug: str, data: ChannelIn, box: SecretBox
+    session: AsyncSession, tenant_id: str, slug: str, data: ChannelPut, box: SecretBox
 ) -> Channel:
     config, credentials = split_credentials(data)
     channel = await find_channel(session, tenant_id, slug)
@@ -174,3 +174,48 @@ async def delete_secret(session: AsyncSession, tenant_id: str, name: str) -> Non
 async def secret_values(session: AsyncSession, tenant_id: str, box: SecretBox) -> dict[str, str]:
     """Every secret of the tenant in plain text, for rendering templates inside an activity."""
     return {s.name: box.open(s.sealed_value) for s in await list_secrets(session, tenant_id)}
+
+
+async def ensure_log_channels(session: AsyncSession, tenant_id: str, slugs: Sequence[str]) -> None:
+    """Create a `log` channel for each of ``slugs`` the tenant does not have yet."""
+    existing = set(
+        (
+            await session.execute(
+                select(Channel.slug).where(Channel.tenant_id == tenant_id, Channel.slug.in_(slugs))
+            )
+        ).scalars()
+    )
+    for slug in slugs:
+        if slug not in existing:
+            session.add(Channel(tenant_id=tenant_id, slug=slug, type="log", config={}))
+    await session.flush()
+
+
+async def find_contact_by(
+    session: AsyncSession, tenant_id: str, field: str, value: object
+) -> Contact | None:
+    """A contact of the tenant whose ``field`` (``external_id``, ``email``, ``phone``) is
+    ``value``; None when there is none."""
+    column = getattr(Contact, field)
+    result = await session.execute(
+        select(Contact).where(Contact.tenant_id == tenant_id, column == value).limit(1)
+    )
+    return result.scalar_one_or_none()
+
+
+async def members_of_group_named(session: AsyncSession, tenant_id: str, name: str) -> list[Contact]:
+    """The contacts in the tenant's group ``name``, by external id; none for an unknown group."""
+    result = await session.execute(
+        select(Contact)
+        .join(GroupMember, GroupMember.contact_id == Contact.id)
+        .join(Group, Group.id == GroupMember.group_id)
+        .where(Group.tenant_id == tenant_id, Group.name == name)
+        .order_by(Contact.external_id)
+    )
+    return list(result.scalars())
+
+
+async def external_id_of(session: AsyncSession, contact_id: str) -> str:
+    """The id a contact has in the tenant's systems, from the row id tables refer to."""
+    contact = await session.get_one(Contact, contact_id)
+    return contact.external_id

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Path
 
 from nudge.api.deps import AdminDep, SecretBoxDep, SessionDep
 from nudge.errors import InvalidInput
-from nudge.models.channels import CHANNEL_SLUG, LAST_USED, ChannelIn, ChannelPublic
+from nudge.models.channels import CHANNEL_SLUG, LAST_USED, ChannelPut, ChannelPublic
 from nudge.models.tables import Channel
 from nudge.security import SecretBox
 from nudge.store.directory import channel_credentials, get_channel, list_channels, put_channel
@@ -54,7 +54,7 @@ def channel_public(channel: Channel, box: SecretBox) -> ChannelPublic:
 @router.put("/{channel_id}")
 async def upsert_channel(
     channel_id: ChannelId,
-    body: Annotated[ChannelIn, Body(openapi_examples=_EXAMPLES)],
+    body: Annotated[ChannelPut, Body(openapi_examples=_EXAMPLES)],
     principal: AdminDep,
     session: SessionDep,
     box: SecretBoxDep,
