@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Path
 
 from nudge.api.deps import AdminDep, SecretBoxDep, SessionDep
 from nudge.errors import InvalidInput
-from nudge.models.channels import CHANNEL_SLUG, LAST_USED, ChannelPut, ChannelPublic
+from nudge.models.channels import CHANNEL_SLUG, LAST_USED, ChannelPublic, ChannelPut
 from nudge.models.tables import Channel
 from nudge.security import SecretBox
 from nudge.store.directory import channel_credentials, get_channel, list_channels, put_channel
