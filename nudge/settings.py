@@ -37,6 +37,11 @@ class Settings(BaseSettings):
         default="http://localhost:8000",
         description="Base URL of the API as recipients reach it (card button links).",
     )
+    egress_allow: str = Field(
+        default="",
+        description="CIDRs and host names that calls made for tenants may reach although they"
+        " are loopback or private (comma-separated; empty in production).",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"

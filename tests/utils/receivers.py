@@ -113,7 +113,8 @@ class WebhookReceiver(_Server):
     the canned reply for the request's path (``serve`` / ``serve_json``); 200 "ok".
     """
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = HOST) -> None:
+        self._host = host  # any 127.x address: a second "host" on loopback
         self._requests: list[ReceivedRequest] = []
         self._replies: deque[Reply] = deque()
         self._routes: dict[str, Reply] = {}
@@ -124,14 +125,14 @@ class WebhookReceiver(_Server):
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the receiver is not started")
-        return f"http://{HOST}:{self._server.server_port}/hook"
+        return f"http://{self._host}:{self._server.server_port}/hook"
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:<port>``, without a path."""
         if self._server is None:
             raise RuntimeError("the receiver is not started")
-        return f"http://{HOST}:{self._server.server_port}"
+        return f"http://{self._host}:{self._server.server_port}"
 
     @property
     def requests(self) -> list[ReceivedRequest]:
@@ -174,7 +175,7 @@ class WebhookReceiver(_Server):
         return self.requests
 
     def start(self) -> None:
-        self._server = ThreadingHTTPServer((HOST, 0), self._handler_class())
+        self._server = ThreadingHTTPServer((self._host, 0), self._handler_class())
         # A short poll interval keeps stop() (and so each test's teardown) fast.
         serve = functools.partial(self._server.serve_forever, poll_interval=0.02)
         threading.Thread(target=serve, daemon=True).start()
