@@ -14,17 +14,17 @@ from typing import Any
 import httpx
 import pytest
 
-from nudge.activities.channels.base import (
+from nudge.messaging.channels.base import (
     Outbound,
     ProviderRejected,
     ProviderUnavailable,
     Recipient,
     RecipientUnreachable,
 )
-from nudge.activities.channels.email import EmailChannel, build_email, message_id, subject
-from nudge.activities.channels.log import LogChannel
-from nudge.activities.channels.registry import build_sender
-from nudge.activities.channels.webhook import WebhookChannel, encode_body
+from nudge.messaging.channels.email import EmailChannel, build_email, message_id, subject
+from nudge.messaging.channels.log import LogChannel
+from nudge.messaging.channels.registry import build_sender
+from nudge.messaging.channels.webhook import WebhookChannel, encode_body
 from nudge.models.channels import EmailConfig, WebhookConfig
 from nudge.models.messages import Button, Card, CardMessage, Image, ImageMessage, TextMessage
 from tests.utils.receivers import (

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from nudge.activities.extraction import (
+from nudge.integrations.extraction import (
     Extraction,
     ExtractionError,
     Skipped,

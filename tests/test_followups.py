@@ -546,7 +546,7 @@ async def test_the_poller_continues_as_new_and_keeps_polling(
 
     from nudge.models.payloads import PollerInput
     from nudge.models.tables import FollowUp
-    from nudge.workflows.followup_poller import FollowUpPoller
+    from nudge.workflows.followup_poller import FollowUpPollerWorkflow
 
     await setup_tenant(api, tenant, webhook_receiver)
     followup = await create(api, tenant, definition(itsm, status="inactive"))
@@ -557,7 +557,7 @@ async def test_the_poller_continues_as_new_and_keeps_polling(
         )
     workflow_id = f"followup/{tenant.slug}/{followup['id']}"
     handle = await time_env.client.start_workflow(
-        FollowUpPoller.run,
+        FollowUpPollerWorkflow.run,
         PollerInput(
             tenant_id=tenant.id, tenant=tenant.slug, followup_id=followup["id"], polls_per_run=2
         ),

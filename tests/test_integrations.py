@@ -10,13 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from nudge.activities.integrations import (
-    AttributeChanges,
-    IntegrationError,
-    apply_set_attributes,
-    call_integration,
-    redact,
-)
+from nudge.integrations.attributes import AttributeChanges, apply_set_attributes
+from nudge.integrations.calls import IntegrationError, call_integration, redact
 from nudge.models.integrations import Integration, SetAttribute
 from nudge.templating import TemplateProblem
 from tests.utils.receivers import Reply, WebhookReceiver, free_port

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from nudge.activities.channels.base import Outbound
-from nudge.activities.delivery import AfterSent, Deliverer
-from nudge.activities.notifications import NotificationActivities
+from nudge.activities.notification import NotificationActivities
+from nudge.messaging.channels.base import Outbound
+from nudge.messaging.delivery import AfterSent, Deliverer
 from nudge.models.tables import Contact, Delivery
 from nudge.naming import CONTACT, KIND, TENANT
 from nudge.security import SecretBox

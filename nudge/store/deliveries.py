@@ -1,64 +1,56 @@
-"""Deliveries: the unique idempotency key that makes every send effectively once."""
+"""Deliveries: the unique idempotency key that makes every send effectively once.
+
+Like every store function these take a session and never commit: the caller owns the
+transaction (claiming a key must be committed before any provider is called).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.models.tables import Delivery, Message, utcnow
 
 
-async def claim_delivery(
-    sessions: async_sessionmaker[AsyncSession],
-    *,
-    tenant_id: str,
-    idempotency_key: str,
-    contact_id: str,
-    channel: str,
+async def add_delivery(
+    session: AsyncSession, *, tenant_id: str, idempotency_key: str, contact_id: str, channel: str
 ) -> Delivery:
-    """The delivery for this key, created (and committed) before any provider is called."""
-    async with sessions() as session:
-        try:
-            async with session.begin():
-                delivery = Delivery(
-                    tenant_id=tenant_id,
-                    idempotency_key=idempotency_key,
-                    contact_id=contact_id,
-                    channel=channel,
-                    status="sending",
-                    tries=1,
-                )
-                session.add(delivery)
-            return delivery
-        except IntegrityError:
-            pass
-    async with sessions() as session, session.begin():
-        existing = (
-            await session.execute(
-                select(Delivery).where(Delivery.idempotency_key == idempotency_key)
-            )
-        ).scalar_one()
-        if existing.status != "sent":
-            existing.tries += 1
-        return existing
+    """A new delivery, `sending` on its first try; ``IntegrityError`` when the key is taken."""
+    delivery = Delivery(
+        tenant_id=tenant_id,
+        idempotency_key=idempotency_key,
+        contact_id=contact_id,
+        channel=channel,
+        status="sending",
+        tries=1,
+    )
+    session.add(delivery)
+    await session.flush()
+    return delivery
 
 
-async def mark_sent(
-    sessions: async_sessionmaker[AsyncSession], delivery_id: str, response: dict[str, Any]
-) -> None:
-    async with sessions() as session, session.begin():
-        delivery = await session.get_one(Delivery, delivery_id)
-        delivery.status = "sent"
-        delivery.provider_response = response
-        delivery.error = None
-        delivery.sent_at = utcnow()
+async def retry_delivery(session: AsyncSession, idempotency_key: str) -> Delivery:
+    """The delivery that holds the key, with one more try counted unless it was sent."""
+    existing = (
+        await session.execute(select(Delivery).where(Delivery.idempotency_key == idempotency_key))
+    ).scalar_one()
+    if existing.status != "sent":
+        existing.tries += 1
+    return existing
+
+
+async def mark_sent(session: AsyncSession, delivery_id: str, response: dict[str, Any]) -> None:
+    delivery = await session.get_one(Delivery, delivery_id)
+    delivery.status = "sent"
+    delivery.provider_response = response
+    delivery.error = None
+    delivery.sent_at = utcnow()
 
 
 async def mark_not_sent(
-    sessions: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
     delivery_id: str,
     *,
     error: str,
@@ -66,11 +58,10 @@ async def mark_not_sent(
     final: bool,
 ) -> None:
     """The provider did not take it: ``failed`` for good, or ``retrying`` (safe to send again)."""
-    async with sessions() as session, session.begin():
-        delivery = await session.get_one(Delivery, delivery_id)
-        delivery.status = "failed" if final else "retrying"
-        delivery.error = error
-        delivery.provider_response = response
+    delivery = await session.get_one(Delivery, delivery_id)
+    delivery.status = "failed" if final else "retrying"
+    delivery.error = error
+    delivery.provider_response = response
 
 
 async def record_outgoing(session: AsyncSession, delivery: Delivery, message: Message) -> None:
@@ -80,3 +71,13 @@ async def record_outgoing(session: AsyncSession, delivery: Delivery, message: Me
         message.delivery_id = delivery.id
         session.add(message)
         await session.flush()
+
+
+async def is_own_delivery(session: AsyncSession, tenant_id: str, idempotency_key: str) -> bool:
+    """True when ``idempotency_key`` is the key of one of Nudge's own deliveries."""
+    found = await session.execute(
+        select(Delivery.id).where(
+            Delivery.tenant_id == tenant_id, Delivery.idempotency_key == idempotency_key
+        )
+    )
+    return found.first() is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.errors import NotFound
 from nudge.models.followups import FollowUpDefinition
-from nudge.models.tables import FollowUp, FollowUpRecord, FollowUpVersion, GlobalAttribute, utcnow
+from nudge.models.tables import (
+    FollowUp,
+    FollowUpRecipient,
+    FollowUpRecord,
+    FollowUpVersion,
+    GlobalAttribute,
+    utcnow,
+)
 
 
 async def get_followup(session: AsyncSession, tenant_id: str, followup_id: str) -> FollowUp:
@@ -141,3 +149,45 @@ def _follow_again(record: FollowUpRecord, version: int, data: Any, now: Any) -> 
     record.ended_by = record.end_reason = None
     record.ended_at = record.next_attempt_at = None
     record.last_seen_at = now
+
+
+async def mark_workflows_started(session: AsyncSession, record_ids: Sequence[str]) -> None:
+    """Remember that these records' runs were started, so no later poll starts them again."""
+    for chunk in range(0, len(record_ids), 500):
+        ids = record_ids[chunk : chunk + 500]
+        rows = await session.execute(select(FollowUpRecord).where(FollowUpRecord.id.in_(ids)))
+        for record in rows.scalars():
+            record.workflow_started = True
+
+
+async def stop_following_records(
+    session: AsyncSession, tenant_id: str, followup_id: str, by: str, reason: str
+) -> list[str]:
+    """Mark every record of the follow-up still followed `stopped`; their reconciliation ids."""
+    rows = await session.execute(
+        select(FollowUpRecord).where(
+            FollowUpRecord.followup_id == followup_id,
+            FollowUpRecord.tenant_id == tenant_id,
+            FollowUpRecord.state == "following",
+        )
+    )
+    records = list(rows.scalars())
+    now = utcnow()
+    for record in records:
+        record.state, record.ended_at, record.next_attempt_at = "stopped", now, None
+        record.ended_by, record.end_reason = by, reason
+    return [r.reconciliation_id for r in records]
+
+
+async def record_state(session: AsyncSession, record_id: str) -> str:
+    """The record's state as stored now (``following`` while its follow-up goes on)."""
+    result = await session.execute(
+        select(FollowUpRecord.state).where(FollowUpRecord.id == record_id)
+    )
+    return result.scalar_one()
+
+
+async def add_record_recipient(session: AsyncSession, record_id: str, contact_id: str) -> None:
+    """Remember that the contact was sent this record's follow-up (their replies end it)."""
+    if await session.get(FollowUpRecipient, (record_id, contact_id)) is None:
+        session.add(FollowUpRecipient(record_id=record_id, contact_id=contact_id))

@@ -16,30 +16,31 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from nudge.activities.delivery import Deliverer
-from nudge.activities.followups import FollowUpActivities
-from nudge.activities.journeys import JourneyActivities
-from nudge.activities.notifications import NotificationActivities
+from nudge.activities.followup_poller import FollowUpPollerActivities
+from nudge.activities.followup_record import FollowUpRecordActivities
+from nudge.activities.journey import JourneyActivities
+from nudge.activities.notification import NotificationActivities
+from nudge.messaging.delivery import Deliverer
 from nudge.models.db import create_engine, session_factory
 from nudge.security import ActionTokens, SecretBox
 from nudge.settings import Settings
 from nudge.temporal_client import connect
-from nudge.workflows.followup_poller import FollowUpPoller
-from nudge.workflows.followup_record import FollowUpRecord
-from nudge.workflows.journey import JourneyEnrollment
-from nudge.workflows.journey_stop import JourneyStopAll
-from nudge.workflows.notification import SendNotification
+from nudge.workflows.followup_poller import FollowUpPollerWorkflow
+from nudge.workflows.followup_record import FollowUpRecordWorkflow
+from nudge.workflows.journey import JourneyEnrollmentWorkflow
+from nudge.workflows.journey_stop import JourneyStopAllWorkflow
+from nudge.workflows.notification import SendNotificationWorkflow
 
 log = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=3)
 
 WORKFLOWS: Sequence[type] = (
-    SendNotification,
-    FollowUpPoller,
-    FollowUpRecord,
-    JourneyEnrollment,
-    JourneyStopAll,
+    SendNotificationWorkflow,
+    FollowUpPollerWorkflow,
+    FollowUpRecordWorkflow,
+    JourneyEnrollmentWorkflow,
+    JourneyStopAllWorkflow,
 )
 
 
@@ -51,25 +52,25 @@ def activities_for(
 ) -> list[Any]:
     deliverer = Deliverer(sessions, box, http)
     notifications = NotificationActivities(sessions, deliverer)
-    followups = FollowUpActivities(
+    poller = FollowUpPollerActivities(sessions, box, http, task_queue=settings.task_queue)
+    records = FollowUpRecordActivities(
         sessions,
         box,
         http,
         deliverer,
         ActionTokens(settings.secret_key_value()),
         public_url=settings.public_url,
-        task_queue=settings.task_queue,
     )
     journeys = JourneyActivities(sessions, box, http, deliverer)
     return [
         notifications.deliver_notification,
         notifications.record_notification_failure,
-        followups.poll_followup,
-        followups.stop_followup_records,
-        followups.load_record_plan,
-        followups.run_attempt,
-        followups.run_actions,
-        followups.end_record,
+        poller.poll_followup,
+        poller.stop_followup_records,
+        records.load_record_plan,
+        records.run_attempt,
+        records.run_actions,
+        records.end_record,
         journeys.load_journey_plan,
         journeys.record_progress,
         journeys.send_message,
@@ -84,11 +85,25 @@ def activities_for(
     ]
 
 
+# Modules that workflow code imports and that are loaded once, outside the sandbox: pure
+# data and constants with no I/O, so one class identity is shared with activity code and
+# nothing is re-imported on every run. Everything else of Nudge (the workflows themselves
+# above all) is imported inside the sandbox, so its restrictions apply to it; activity
+# classes are passed through where a workflow imports them, under
+# `workflow.unsafe.imports_passed_through()`.
+SANDBOX_PASSTHROUGH = (
+    "pydantic",
+    "nudge.models.payloads",
+    "nudge.models.signals",
+    "nudge.naming",
+    "nudge.workflows.policies",
+)
+
+
 def sandbox_runner() -> SandboxedWorkflowRunner:
-    # Our payload models are plain pydantic; passing them through keeps one class identity
-    # between workflow and activity code and avoids re-importing them on every run.
+    """The workflow sandbox, passing through only ``SANDBOX_PASSTHROUGH``."""
     return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("nudge", "pydantic")
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
     )
 
 

@@ -7,15 +7,18 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
+from nudge.models.payloads import Ending, PollerInput, PollInput, PollResult, StopRecordsInput
+from nudge.models.signals import POLL_NOW, STOP_POLLER
+from nudge.naming import FOLLOWUP_POLLER_WORKFLOW
+from nudge.workflows.policies import BOOKKEEPING_RETRY, POLL_RETRY, POLL_TIMEOUT, STOP_TIMEOUT
+from nudge.workflows.timers import wait_until
+
 with workflow.unsafe.imports_passed_through():
-    from nudge.activities.followups import FollowUpActivities
-    from nudge.models.payloads import Ending, PollerInput, PollInput, PollResult, StopRecordsInput
-    from nudge.workflows.policies import BOOKKEEPING_RETRY, POLL_RETRY, POLL_TIMEOUT, STOP_TIMEOUT
-    from nudge.workflows.timers import wait_until
+    from nudge.activities.followup_poller import FollowUpPollerActivities
 
 
-@workflow.defn(name="FollowUpPoller")
-class FollowUpPoller:
+@workflow.defn(name=FOLLOWUP_POLLER_WORKFLOW)
+class FollowUpPollerWorkflow:
     def __init__(self) -> None:
         self._poll_requested = False
         self._stop: Ending | None = None
@@ -41,7 +44,7 @@ class FollowUpPoller:
             ):
                 workflow.continue_as_new(request)
         await workflow.execute_activity_method(
-            FollowUpActivities.stop_followup_records,
+            FollowUpPollerActivities.stop_followup_records,
             StopRecordsInput(
                 tenant_id=request.tenant_id,
                 tenant=request.tenant,
@@ -55,19 +58,19 @@ class FollowUpPoller:
         workflow.set_current_details(f"Stopped by {self._stop.by}: {self._stop.reason}")
         return f"stopped by {self._stop.by}: {self._stop.reason}"
 
-    @workflow.signal
+    @workflow.signal(name=POLL_NOW.name)
     def poll_now(self) -> None:
         """Poll at once (also sent when a new version is saved)."""
         self._poll_requested = True
 
-    @workflow.signal
+    @workflow.signal(name=STOP_POLLER.name)
     def stop(self, stop: Ending) -> None:
         self._stop = stop
 
     async def _poll(self, request: PollerInput) -> PollResult | None:
         try:
             return await workflow.execute_activity_method(
-                FollowUpActivities.poll_followup,
+                FollowUpPollerActivities.poll_followup,
                 PollInput(
                     tenant_id=request.tenant_id,
                     tenant=request.tenant,

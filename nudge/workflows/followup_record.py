@@ -7,28 +7,31 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
+from nudge.models.payloads import (
+    ActionsInput,
+    AttemptInput,
+    ButtonPress,
+    Ending,
+    EndRecordInput,
+    RecordInput,
+    RecordPlan,
+)
+from nudge.models.signals import PRESS_BUTTON, REPLY_TO_RECORD, RESOLVE_RECORD, STOP_RECORD
+from nudge.naming import FOLLOWUP_RECORD_WORKFLOW
+from nudge.workflows.policies import (
+    ATTEMPT_TIMEOUT,
+    BOOKKEEPING_RETRY,
+    BOOKKEEPING_TIMEOUT,
+    DELIVERY_RETRY,
+)
+from nudge.workflows.timers import wait_until
+
 with workflow.unsafe.imports_passed_through():
-    from nudge.activities.followups import FollowUpActivities
-    from nudge.models.payloads import (
-        ActionsInput,
-        AttemptInput,
-        ButtonPress,
-        Ending,
-        EndRecordInput,
-        RecordInput,
-        RecordPlan,
-    )
-    from nudge.workflows.policies import (
-        ATTEMPT_TIMEOUT,
-        BOOKKEEPING_RETRY,
-        BOOKKEEPING_TIMEOUT,
-        DELIVERY_RETRY,
-    )
-    from nudge.workflows.timers import wait_until
+    from nudge.activities.followup_record import FollowUpRecordActivities
 
 
-@workflow.defn(name="FollowUpRecord")
-class FollowUpRecord:
+@workflow.defn(name=FOLLOWUP_RECORD_WORKFLOW)
+class FollowUpRecordWorkflow:
     def __init__(self) -> None:
         self._ended: tuple[str, Ending] | None = None
         self._button: ButtonPress | None = None
@@ -37,7 +40,7 @@ class FollowUpRecord:
     @workflow.run
     async def run(self, request: RecordInput) -> str:
         plan = self._plan = await workflow.execute_activity_method(
-            FollowUpActivities.load_record_plan,
+            FollowUpRecordActivities.load_record_plan,
             request,
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=BOOKKEEPING_RETRY,
@@ -70,7 +73,7 @@ class FollowUpRecord:
             Ending(by="schedule", reason=f"all {plan.attempts} attempts made"),
         )
         await workflow.execute_activity_method(
-            FollowUpActivities.end_record,
+            FollowUpRecordActivities.end_record,
             EndRecordInput(
                 tenant_id=request.tenant_id, record_id=request.record_id, state=state, stop=stop
             ),
@@ -81,17 +84,17 @@ class FollowUpRecord:
         workflow.set_current_details(f"Ended ({state}) by {stop.by}: {stop.reason}")
         return state
 
-    @workflow.signal
+    @workflow.signal(name=RESOLVE_RECORD.name)
     def resolve(self, stop: Ending) -> None:
         """The record no longer appears in the external system."""
         self._end("resolved", stop)
 
-    @workflow.signal
+    @workflow.signal(name=STOP_RECORD.name)
     def stop(self, stop: Ending) -> None:
         """Someone stopped this record (API) or its whole follow-up (deactivation)."""
         self._end("stopped", stop)
 
-    @workflow.signal
+    @workflow.signal(name=REPLY_TO_RECORD.name)
     def reply(self, stop: Ending) -> None:
         """A recipient answered; ends the follow-up when the definition says so."""
         if self._plan is None or self._plan.on_reply:
@@ -99,7 +102,7 @@ class FollowUpRecord:
             # resolved record that the next poll still finds would be followed anew.
             self._end("completed", stop)
 
-    @workflow.signal
+    @workflow.signal(name=PRESS_BUTTON.name)
     def press(self, press: ButtonPress) -> None:
         """A recipient pressed a card button: its actions run, then the follow-up ends."""
         if self._ended is None:
@@ -115,7 +118,7 @@ class FollowUpRecord:
     ) -> None:
         try:
             await workflow.execute_activity_method(
-                FollowUpActivities.run_attempt,
+                FollowUpRecordActivities.run_attempt,
                 AttemptInput(
                     tenant_id=request.tenant_id,
                     record_id=request.record_id,
@@ -141,7 +144,7 @@ class FollowUpRecord:
 
     async def _actions(self, request: RecordInput, stage: str, attempt: int) -> None:
         await workflow.execute_activity_method(
-            FollowUpActivities.run_actions,
+            FollowUpRecordActivities.run_actions,
             ActionsInput(
                 tenant_id=request.tenant_id,
                 record_id=request.record_id,

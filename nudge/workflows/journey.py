@@ -16,31 +16,39 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 
+from nudge.models.payloads import (
+    AnswerInput,
+    EndEnrollmentInput,
+    Ending,
+    EnrollmentInput,
+    EnrollmentRef,
+    HandOver,
+    JourneyAssignment,
+    JourneyMessage,
+    JourneyPlan,
+    JourneyPosition,
+    JourneyStepPlan,
+    StepInput,
+    StepOutcome,
+)
+from nudge.models.signals import JOURNEY_ASSIGNMENT, JOURNEY_MESSAGE, STOP_ENROLLMENT
+from nudge.naming import (
+    JOURNEY_WORKFLOW,
+    Kind,
+    journey_summary,
+    journey_workflow_id,
+    search_attributes,
+)
+from nudge.workflows.policies import (
+    ATTEMPT_TIMEOUT,
+    BOOKKEEPING_RETRY,
+    BOOKKEEPING_TIMEOUT,
+    DELIVERY_RETRY,
+)
+from nudge.workflows.timers import wait_until
+
 with workflow.unsafe.imports_passed_through():
-    from nudge.activities.journeys import JourneyActivities
-    from nudge.models.payloads import (
-        AnswerInput,
-        EndEnrollmentInput,
-        Ending,
-        EnrollmentInput,
-        EnrollmentRef,
-        HandOver,
-        JourneyAssignment,
-        JourneyMessage,
-        JourneyPlan,
-        JourneyPosition,
-        JourneyStepPlan,
-        StepInput,
-        StepOutcome,
-    )
-    from nudge.naming import Kind, journey_summary, journey_workflow_id, search_attributes
-    from nudge.workflows.policies import (
-        ATTEMPT_TIMEOUT,
-        BOOKKEEPING_RETRY,
-        BOOKKEEPING_TIMEOUT,
-        DELIVERY_RETRY,
-    )
-    from nudge.workflows.timers import wait_until
+    from nudge.activities.journey import JourneyActivities
 
 EXIT_CONDITION = "exit condition"
 OUTWARD_STEPS = frozenset({"send_message", "ask", "assign", "http_request"})
@@ -48,8 +56,8 @@ Outcome = tuple[str, Ending]  # (enrollment state, who or what ended it and why)
 StepRunner = Callable[[JourneyStepPlan, int], Awaitable[str | None]]
 
 
-@workflow.defn(name="JourneyEnrollment")
-class JourneyEnrollment:
+@workflow.defn(name=JOURNEY_WORKFLOW)
+class JourneyEnrollmentWorkflow:
     @workflow.init
     def __init__(self, request: EnrollmentInput) -> None:
         self._request = request
@@ -79,21 +87,21 @@ class JourneyEnrollment:
 
     # Signals ---------------------------------------------------------------------------------
 
-    @workflow.signal
+    @workflow.signal(name=JOURNEY_MESSAGE.name)
     def message(self, event: JourneyMessage) -> None:
         """A message from or to the contact: the reply to an `ask`, or an exit condition."""
-        self._receive("message", event)
+        self._receive(JOURNEY_MESSAGE.name, event)
 
-    @workflow.signal
+    @workflow.signal(name=JOURNEY_ASSIGNMENT.name)
     def assignment(self, event: JourneyAssignment) -> None:
         """The contact was assigned; a manual assignment can be an exit condition."""
-        self._receive("assignment", event)
+        self._receive(JOURNEY_ASSIGNMENT.name, event)
 
-    @workflow.signal
+    @workflow.signal(name=STOP_ENROLLMENT.name)
     def stop(self, stop: Ending) -> None:
         """An agent or an admin stopped this journey for the contact."""
         if self._passing_on is not None:
-            self._passing_on.append(("stop", stop))
+            self._passing_on.append((STOP_ENROLLMENT.name, stop))
         else:
             self._end("stopped", stop)
 
@@ -273,7 +281,7 @@ class JourneyEnrollment:
             return None
         try:
             child = await workflow.start_child_workflow(
-                JourneyEnrollment.run,
+                JourneyEnrollmentWorkflow.run,
                 self._child_input(handover),
                 id=journey_workflow_id(
                     self._request.tenant, handover.journey_id, self._request.external_id

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from temporalio import workflow
 
+from nudge.models.payloads import StopAllInput
+from nudge.naming import JOURNEY_STOP_ALL_WORKFLOW
+from nudge.workflows.policies import BOOKKEEPING_RETRY, STOP_TIMEOUT
+
 with workflow.unsafe.imports_passed_through():
-    from nudge.activities.journeys import JourneyActivities
-    from nudge.models.payloads import StopAllInput
-    from nudge.workflows.policies import BOOKKEEPING_RETRY, STOP_TIMEOUT
+    from nudge.activities.journey import JourneyActivities
 
 
-@workflow.defn(name="JourneyStopAll")
-class JourneyStopAll:
+@workflow.defn(name=JOURNEY_STOP_ALL_WORKFLOW)
+class JourneyStopAllWorkflow:
     @workflow.run
     async def run(self, request: StopAllInput) -> int:
         stop = request.stop

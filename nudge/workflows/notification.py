@@ -5,24 +5,26 @@ from __future__ import annotations
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from nudge.models.payloads import (
+    DeliverNotificationInput,
+    DeliveryResult,
+    NotificationFailureInput,
+    SendNotificationInput,
+)
+from nudge.naming import NOTIFICATION_WORKFLOW
+from nudge.workflows.policies import (
+    BOOKKEEPING_RETRY,
+    BOOKKEEPING_TIMEOUT,
+    DELIVERY_RETRY,
+    DELIVERY_TIMEOUT,
+)
+
 with workflow.unsafe.imports_passed_through():
-    from nudge.activities.notifications import NotificationActivities
-    from nudge.models.payloads import (
-        DeliverNotificationInput,
-        DeliveryResult,
-        NotificationFailureInput,
-        SendNotificationInput,
-    )
-    from nudge.workflows.policies import (
-        BOOKKEEPING_RETRY,
-        BOOKKEEPING_TIMEOUT,
-        DELIVERY_RETRY,
-        DELIVERY_TIMEOUT,
-    )
+    from nudge.activities.notification import NotificationActivities
 
 
-@workflow.defn(name="SendNotification")
-class SendNotification:
+@workflow.defn(name=NOTIFICATION_WORKFLOW)
+class SendNotificationWorkflow:
     @workflow.run
     async def run(self, request: SendNotificationInput) -> DeliveryResult:
         workflow.set_current_details(f"Sending to {request.contact} on {request.channel}")

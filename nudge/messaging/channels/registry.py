@@ -7,11 +7,11 @@ from typing import Any
 
 import httpx
 
-from nudge.activities.channels.base import ChannelSender
-from nudge.activities.channels.email import EmailChannel
-from nudge.activities.channels.log import LogChannel
-from nudge.activities.channels.slack import SlackChannel
-from nudge.activities.channels.webhook import WebhookChannel
+from nudge.messaging.channels.base import ChannelSender
+from nudge.messaging.channels.email import EmailChannel
+from nudge.messaging.channels.log import LogChannel
+from nudge.messaging.channels.slack import SlackChannel
+from nudge.messaging.channels.webhook import WebhookChannel
 from nudge.models.channels import EmailConfig, LogConfig, SlackConfig, WebhookConfig
 
 # Each builder receives the stored config with its credentials merged back in.

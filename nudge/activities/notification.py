@@ -6,36 +6,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from nudge.activities.channels.base import Outbound, Recipient
-from nudge.activities.delivery import Deliverer
+from nudge.messaging.channels.base import Outbound
+from nudge.messaging.contacts import contact_context, recipient_of
+from nudge.messaging.delivery import Deliverer
+from nudge.models.db import transaction
 from nudge.models.messages import parse_message, render_message
 from nudge.models.payloads import DeliverNotificationInput, DeliveryResult, NotificationFailureInput
 from nudge.models.tables import Contact, Delivery, Notification, Tenant, utcnow
 from nudge.store.directory import find_channel
 from nudge.templating import TemplateProblem
-
-
-def contact_context(contact: Contact) -> dict[str, object]:
-    """What templates see as ``contact``."""
-    return {
-        "external_id": contact.external_id,
-        "name": contact.name,
-        "email": contact.email,
-        "phone": contact.phone,
-        "chat_id": contact.chat_id,
-        "timezone": contact.timezone,
-        "attributes": contact.attributes,
-    }
-
-
-def recipient_of(contact: Contact) -> Recipient:
-    return Recipient(
-        external_id=contact.external_id,
-        name=contact.name,
-        email=contact.email,
-        phone=contact.phone,
-        chat_id=contact.chat_id,
-    )
 
 
 class NotificationActivities:
@@ -92,7 +71,7 @@ class NotificationActivities:
     @activity.defn(name="record_notification_failure")
     async def record_notification_failure(self, request: NotificationFailureInput) -> None:
         """Mark the notification failed with the reason, once retries are exhausted."""
-        async with self._sessions() as session, session.begin():
+        async with transaction(self._sessions) as session:
             notification = await session.get_one(Notification, request.notification_id)
             if notification.status != "sent":
                 notification.status = "failed"

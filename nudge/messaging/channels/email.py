@@ -12,7 +12,7 @@ from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 from urllib.parse import urlsplit
 
-from nudge.activities.channels.base import (
+from nudge.messaging.channels.base import (
     ChannelError,
     Outbound,
     ProviderRejected,

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from nudge.activities.channels.base import (
+from nudge.messaging.channels.base import (
     Outbound,
     ProviderUnavailable,
     Receipt,

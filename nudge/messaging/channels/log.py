@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from nudge.activities.channels.base import Outbound, Receipt
+from nudge.messaging.channels.base import Outbound, Receipt
 from nudge.models.channels import LogConfig
 from nudge.models.messages import plain_text
 

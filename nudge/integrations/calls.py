@@ -1,7 +1,7 @@
-"""Calling an Integration (one templated HTTP request) and applying Set Attributes.
+"""Calling an Integration: one templated HTTP request to a tenant's system.
 
-Plain I/O helpers, not activities: the activities that poll, fetch recipients and run
-post-actions call them. Secrets are rendered into requests but never into errors or logs.
+A plain I/O helper, not an activity: the activities that poll, fetch recipients and run
+post-actions call it. Secrets are rendered into requests but never into errors or logs.
 """
 
 from __future__ import annotations
@@ -9,16 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, quote_plus
 
 import httpx
+from temporalio.exceptions import ApplicationError
 
-from nudge.models.integrations import Integration, SetAttribute
-from nudge.templating import TemplateProblem, render
+from nudge.integrations.rendering import render_template
+from nudge.models.integrations import Integration
+from nudge.templating import TemplateProblem
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,12 @@ class IntegrationError(Exception):
         self.integration = integration
         self.retryable = retryable
         self.status = status
+
+    def activity_failure(self) -> ApplicationError:
+        """This error as an activity's failure: Temporal retries it only when that can help."""
+        return ApplicationError(
+            self.message, type="IntegrationFailed", non_retryable=not self.retryable
+        )
 
 
 def redact(text: str, secrets: Mapping[str, str]) -> str:
@@ -98,7 +104,7 @@ async def call_integration(
 
     def rendered(part: str, source: str) -> str:
         try:
-            return _render(source, templates)
+            return render_template(source, templates)
         except TemplateProblem as exc:
             raise fail(f"{part}: {exc}", retryable=False) from None
 
@@ -144,44 +150,6 @@ async def call_integration(
     return _result_or_raise(response, integration, where, secrets, fail)
 
 
-@dataclass
-class AttributeChanges:
-    """Attributes assigned by Set Attributes, by scope (``global_`` is the ``global`` scope)."""
-
-    local: dict[str, Any] = field(default_factory=dict)
-    global_: dict[str, Any] = field(default_factory=dict)
-    contact: dict[str, Any] = field(default_factory=dict)
-
-
-def apply_set_attributes(
-    items: Sequence[SetAttribute], context: Mapping[str, Any]
-) -> AttributeChanges:
-    """Render each item's value, in order; return the values by scope.
-
-    A rendered value that is valid JSON becomes that JSON value (``{{ x | length }}`` gives
-    the int 3, ``{{ x | tojson }}`` a list or object, ``true`` a bool, ``"7"`` the string
-    7); anything else (including ``007`` and ``NaN``) stays the rendered string.
-
-    Each item sees the ones before it: ``local`` and ``global`` in the template context,
-    and ``contact.attributes`` when the context has a ``contact``. The caller's mapping is
-    not changed. ``secrets`` are left out of the context (a template that reads them fails):
-    attribute values are stored and shown, so a secret must never become one.
-
-    Raises ``TemplateProblem`` naming the attribute.
-    """
-    changes = AttributeChanges()
-    scopes = {"local": changes.local, "global": changes.global_, "contact": changes.contact}
-    templates = {key: value for key, value in context.items() if key != "secrets"}
-    for item in items:
-        try:
-            text = _render(item.value, templates)
-        except TemplateProblem as exc:
-            raise TemplateProblem(f"set attribute {item.scope}.{item.name}: {exc}") from None
-        scopes[item.scope][item.name] = _typed(text)
-        templates = _with_changes(context, templates, changes)
-    return changes
-
-
 # --- helpers ----------------------------------------------------------------------------------
 
 
@@ -191,16 +159,6 @@ class _Fail(Protocol):
     def __call__(
         self, problem: str, *, retryable: bool, status: int | None = None
     ) -> IntegrationError: ...
-
-
-def _render(source: str, context: dict[str, Any]) -> str:
-    """``render``, with the Python errors a template can raise ({{ 1 / 0 }}) as TemplateProblem."""
-    try:
-        return render(source, context)
-    except TemplateProblem:
-        raise
-    except Exception as exc:  # the template's own fault: retrying renders it the same way
-        raise TemplateProblem(f"template cannot be rendered: {type(exc).__name__}: {exc}") from None
 
 
 def _parse_url(text: str, fail: _Fail) -> httpx.URL:
@@ -290,42 +248,3 @@ def _position(exc: ValueError) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
     return type(exc).__name__
-
-
-def _typed(text: str) -> Any:
-    """The JSON value ``text`` spells, or ``text`` itself when it is not (finite) JSON."""
-    if not text.strip():
-        return text
-    try:
-        return json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
-    except ValueError:
-        return text
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")
-
-
-def _finite_float(literal: str) -> float:
-    number = float(literal)
-    if not math.isfinite(number):
-        raise ValueError(f"{literal} is out of range")
-    return number
-
-
-def _with_changes(
-    original: Mapping[str, Any], templates: dict[str, Any], changes: AttributeChanges
-) -> dict[str, Any]:
-    """``templates`` with the changes so far laid over the caller's attributes."""
-    updated = dict(templates)
-    updated["local"] = {**_mapping(original.get("local")), **changes.local}
-    updated["global"] = {**_mapping(original.get("global")), **changes.global_}
-    contact = original.get("contact")
-    if isinstance(contact, Mapping) and changes.contact:
-        attributes = {**_mapping(contact.get("attributes")), **changes.contact}
-        updated["contact"] = {**contact, "attributes": attributes}
-    return updated
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}

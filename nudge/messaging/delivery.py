@@ -10,11 +10,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.exceptions import ApplicationError
 
-from nudge.activities.channels.base import ChannelError, Outbound
-from nudge.activities.channels.registry import build_sender
+from nudge.messaging.channels.base import ChannelError, Outbound
+from nudge.messaging.channels.registry import build_sender
 from nudge.models.db import transaction
 from nudge.models.messages import plain_text
 from nudge.models.tables import Channel, Contact, Delivery, Message
@@ -52,13 +53,7 @@ class Deliverer:
         outbound: Outbound,
         after_sent: AfterSent | None = None,
     ) -> Sent:
-        delivery = await deliveries.claim_delivery(
-            self._sessions,
-            tenant_id=tenant_id,
-            idempotency_key=outbound.idempotency_key,
-            contact_id=contact.id,
-            channel=channel.slug,
-        )
+        delivery = await self._claim(tenant_id, contact, channel, outbound.idempotency_key)
         already_sent = delivery.status == "sent"
         if not already_sent:
             if delivery.tries > 1 and delivery.status == "sending":
@@ -69,6 +64,24 @@ class Deliverer:
         await self._record(delivery.id, contact, outbound, after_sent)
         return Sent(delivery_id=delivery.id, already_sent=already_sent)
 
+    async def _claim(
+        self, tenant_id: str, contact: Contact, channel: Channel, idempotency_key: str
+    ) -> Delivery:
+        """The delivery for this key, committed before any provider is called."""
+        try:
+            async with transaction(self._sessions) as session:
+                return await deliveries.add_delivery(
+                    session,
+                    tenant_id=tenant_id,
+                    idempotency_key=idempotency_key,
+                    contact_id=contact.id,
+                    channel=channel.slug,
+                )
+        except IntegrityError:
+            pass  # a retry: an earlier try claimed the key
+        async with transaction(self._sessions) as session:
+            return await deliveries.retry_delivery(session, idempotency_key)
+
     async def _send(self, delivery: Delivery, channel: Channel, outbound: Outbound) -> None:
         sender = build_sender(
             channel.type, channel.config, channel_credentials(channel, self._box), self._http
@@ -76,17 +89,19 @@ class Deliverer:
         try:
             receipt = await sender.send(outbound)
         except ChannelError as exc:
-            await deliveries.mark_not_sent(
-                self._sessions,
-                delivery.id,
-                error=str(exc),
-                response=exc.response,
-                final=not exc.retryable,
-            )
+            async with transaction(self._sessions) as session:
+                await deliveries.mark_not_sent(
+                    session,
+                    delivery.id,
+                    error=str(exc),
+                    response=exc.response,
+                    final=not exc.retryable,
+                )
             raise ApplicationError(
                 f"{channel.slug}: {exc}", type=type(exc).__name__, non_retryable=not exc.retryable
             ) from exc
-        await deliveries.mark_sent(self._sessions, delivery.id, receipt.response)
+        async with transaction(self._sessions) as session:
+            await deliveries.mark_sent(session, delivery.id, receipt.response)
 
     async def _record(
         self,

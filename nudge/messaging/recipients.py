@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nudge.activities.extraction import recipient_values
+from nudge.integrations.extraction import recipient_values
 from nudge.models.followups import Recipients
-from nudge.models.tables import Contact, Group, GroupMember
+from nudge.models.tables import Contact
+from nudge.store.directory import find_contact_by, members_of_group_named
 
 
 @dataclass
@@ -35,29 +35,15 @@ async def resolve_recipients(
             resolved.contacts.append(contact)
 
     if mapping.user is not None:
-        column = getattr(Contact, mapping.user.match_on)
         for value in recipient_values(mapping.user.source, source):
-            contact = (
-                await session.execute(
-                    select(Contact).where(Contact.tenant_id == tenant_id, column == value).limit(1)
-                )
-            ).scalar_one_or_none()
+            contact = await find_contact_by(session, tenant_id, mapping.user.match_on, value)
             if contact is None:
                 resolved.unmatched.append(f"user {mapping.user.match_on}={value}")
             else:
                 add(contact)
     if mapping.group is not None:
         for name in recipient_values(mapping.group.source, source):
-            members = (
-                await session.execute(
-                    select(Contact)
-                    .join(GroupMember, GroupMember.contact_id == Contact.id)
-                    .join(Group, Group.id == GroupMember.group_id)
-                    .where(Group.tenant_id == tenant_id, Group.name == name)
-                    .order_by(Contact.external_id)
-                )
-            ).scalars()
-            found = list(members)
+            found = await members_of_group_named(session, tenant_id, name)
             if not found:
                 resolved.unmatched.append(f"group {name} (unknown or empty)")
             for contact in found:

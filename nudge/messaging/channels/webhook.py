@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from nudge.activities.channels.base import (
+from nudge.messaging.channels.base import (
     Outbound,
     ProviderUnavailable,
     Receipt,

@@ -11,17 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from nudge.activities.channels.base import Outbound
-from nudge.activities.delivery import Deliverer
-from nudge.activities.fan_out import signal_runs
-from nudge.activities.integrations import IntegrationError, apply_set_attributes, call_integration
-from nudge.activities.notifications import contact_context, recipient_of
 from nudge.errors import Conflict
+from nudge.integrations.attributes import apply_set_attributes
+from nudge.integrations.calls import IntegrationError, call_integration
+from nudge.messaging.channels.base import Outbound
+from nudge.messaging.contacts import contact_context, recipient_of
+from nudge.messaging.delivery import Deliverer
 from nudge.models.channels import LAST_USED
 from nudge.models.db import transaction
 from nudge.models.integrations import Integration, SetAttribute
@@ -52,8 +51,10 @@ from nudge.models.payloads import (
     StepOutcome,
     StopAllInput,
 )
+from nudge.models.signals import STOP_ENROLLMENT
 from nudge.models.tables import Channel, Contact, Enrollment, Journey, Tenant, utcnow
 from nudge.naming import journey_workflow_id
+from nudge.runs.signals import signal_runs
 from nudge.security import SecretBox
 from nudge.store.directory import find_channel, secret_values
 from nudge.store.journeys import (
@@ -61,6 +62,7 @@ from nudge.store.journeys import (
     contacts_ejected_since,
     create_enrollment,
     eject_active_enrollments,
+    handed_over_to,
     journey_definition_at,
     mark_ended,
 )
@@ -323,9 +325,7 @@ class JourneyActivities:
         try:
             return await call_integration(self._http, integration, context, secrets=secrets)
         except IntegrationError as exc:
-            raise ApplicationError(
-                str(exc), type="IntegrationFailed", non_retryable=not exc.retryable
-            ) from exc
+            raise exc.activity_failure() from exc
 
     @activity.defn(name="assign_journey_contact")
     async def assign(self, request: StepInput) -> StepOutcome:
@@ -413,7 +413,7 @@ class JourneyActivities:
             await eject_active_enrollments(session, request.journey_id, stop.by, stop.reason, at)
             contacts = await contacts_ejected_since(session, request.journey_id, request.since)
         ids = [journey_workflow_id(request.tenant, request.journey_id, c) for c in contacts]
-        await signal_runs(activity.client(), ids, "stop", request.stop)
+        await signal_runs(activity.client(), ids, STOP_ENROLLMENT, request.stop)
         return len(ids)
 
 
@@ -445,12 +445,7 @@ async def _target_problem(
 async def _done_hand_over(
     session: AsyncSession, enrollment: Enrollment, answer: HandOver
 ) -> HandOver:
-    rows = await session.execute(
-        select(Enrollment, Journey.name)
-        .join(Journey, Journey.id == Enrollment.journey_id)
-        .where(Enrollment.parent_id == enrollment.id)
-    )
-    child, name = rows.one()
+    child, name = await handed_over_to(session, enrollment.id)
     return answer.model_copy(
         update={"started": True, "enrollment_id": child.id, "journey_name": name}
     )

@@ -1,0 +1,1 @@
+"""Calls to tenants' systems and their data; never imports activities, workflows, runs or api."""

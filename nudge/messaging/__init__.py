@@ -1,0 +1,1 @@
+"""Sending messages: channels, delivery, recipients. Never imports activities/workflows/runs/api."""
