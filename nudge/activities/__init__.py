@@ -1,1 +1,1 @@
-"""Activities: every piece of I/O a workflow needs (database, HTTP, SMTP, Temporal client)."""
+"""Activity classes only, one module per workflow: `activities/X.py` serves `workflows/X.py`."""
