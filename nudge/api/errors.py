@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -27,10 +30,38 @@ async def _invalid(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": detail})
 
 
+_DISCRIMINATORS = ("kind", "type")
+
+
+def _field_path(loc: Sequence[Any], body: Any) -> list[Any]:
+    """The location as the client wrote the body: pydantic puts the tag of a discriminated
+    union (`card` of `{"kind": "card"}`) into the path, where the client has no such key."""
+    path: list[Any] = [loc[0]] if loc else []
+    node = body if loc and loc[0] == "body" else None
+    for part in loc[1:]:
+        if (
+            isinstance(node, dict)
+            and part not in node
+            and any(node.get(key) == part for key in _DISCRIMINATORS)
+        ):
+            continue
+        path.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return path
+
+
 async def _validation(_: Request, exc: Exception) -> JSONResponse:
     # FastAPI echoes the rejected value as `input`; it may be a password or a webhook URL.
     assert isinstance(exc, RequestValidationError)
-    detail = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    detail = [
+        {"loc": _field_path(e["loc"], exc.body), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors()
+    ]
     return JSONResponse(status_code=422, content={"detail": detail})
 
 

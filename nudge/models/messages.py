@@ -13,6 +13,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _compiles(cls: type[BaseModel], source: str | None) -> str | None:
+    """A field validator: the template compiles (the error names this very field)."""
+    return None if source is None else check_template(source)
+
+
 class Button(_Strict):
     label: Annotated[str, Field(min_length=1, max_length=80)]
     action: Annotated[
@@ -26,56 +31,40 @@ class Button(_Strict):
         default=None, description="Filled in on send: the signed address that records the press."
     )
 
+    _label_compiles = field_validator("label")(_compiles)
+
 
 class Card(_Strict):
     title: Annotated[str, Field(min_length=1, max_length=500)]
-    text: str = ""
-    image_url: str | None = None
+    text: Annotated[str, Field(max_length=10_000)] = ""
+    image_url: Annotated[str | None, Field(max_length=2_000)] = None
     buttons: Annotated[list[Button], Field(max_length=10)] = []
+
+    _templates_compile = field_validator("title", "text", "image_url")(_compiles)
 
 
 class Image(_Strict):
-    url: Annotated[str, Field(min_length=1)]
-    caption: str = ""
+    url: Annotated[str, Field(min_length=1, max_length=2_000)]
+    caption: Annotated[str, Field(max_length=1_000)] = ""
+
+    _templates_compile = field_validator("url", "caption")(_compiles)
 
 
 class TextMessage(_Strict):
     kind: Literal["text"] = "text"
     text: Annotated[str, Field(min_length=1, max_length=10_000)]
 
-    @field_validator("text")
-    @classmethod
-    def _template_compiles(cls, text: str) -> str:
-        return check_template(text)
+    _template_compiles = field_validator("text")(_compiles)
 
 
 class CardMessage(_Strict):
     kind: Literal["card"] = "card"
     card: Card
 
-    @field_validator("card")
-    @classmethod
-    def _templates_compile(cls, card: Card) -> Card:
-        for source in (
-            card.title,
-            card.text,
-            card.image_url or "",
-            *(b.label for b in card.buttons),
-        ):
-            check_template(source)
-        return card
-
 
 class ImageMessage(_Strict):
     kind: Literal["image"] = "image"
     image: Image
-
-    @field_validator("image")
-    @classmethod
-    def _templates_compile(cls, image: Image) -> Image:
-        check_template(image.url)
-        check_template(image.caption)
-        return image
 
 
 AnyMessage = TextMessage | CardMessage | ImageMessage
@@ -94,27 +83,32 @@ def parse_message(data: Any) -> AnyMessage:
 def render_message(
     template: TextMessage | CardMessage | ImageMessage, context: dict[str, Any]
 ) -> TextMessage | CardMessage | ImageMessage:
-    """The same message with every template rendered against ``context``."""
+    """The same message with every template rendered against ``context``.
+
+    The result is built without validation: rendered text is data (a ticket that says
+    "see {{ x" goes out as written), never a template to compile again.
+    """
     if isinstance(template, TextMessage):
-        return TextMessage(text=render(template.text, context) or " ")
+        return TextMessage.model_construct(kind="text", text=render(template.text, context) or " ")
     if isinstance(template, CardMessage):
         card = template.card
-        return CardMessage(
-            card=Card(
-                title=render(card.title, context) or " ",
-                text=render(card.text, context),
-                image_url=render(card.image_url, context) if card.image_url else None,
-                buttons=[
-                    Button(label=render(b.label, context) or b.action, action=b.action, url=b.url)
-                    for b in card.buttons
-                ],
+        buttons = [
+            Button.model_construct(
+                label=render(b.label, context) or b.action, action=b.action, url=b.url
             )
+            for b in card.buttons
+        ]
+        rendered = Card.model_construct(
+            title=render(card.title, context) or " ",
+            text=render(card.text, context),
+            image_url=render(card.image_url, context) if card.image_url else None,
+            buttons=buttons,
         )
-    return ImageMessage(
-        image=Image(
-            url=render(template.image.url, context), caption=render(template.image.caption, context)
-        )
+        return CardMessage.model_construct(kind="card", card=rendered)
+    image = Image.model_construct(
+        url=render(template.image.url, context), caption=render(template.image.caption, context)
     )
+    return ImageMessage.model_construct(kind="image", image=image)
 
 
 def plain_text(message: TextMessage | CardMessage | ImageMessage) -> str:
