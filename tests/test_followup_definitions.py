@@ -21,6 +21,7 @@ from nudge.models.followups import (
     template_secrets,
 )
 from nudge.models.messages import CardMessage
+from tests.utils.followups import followup_definition
 
 # Verbatim from design/API.md ("A definition (JSON)"): it must validate as-is.
 API_MD_EXAMPLE = """
@@ -65,7 +66,7 @@ API_MD_EXAMPLE = """
 """
 
 
-def example() -> dict[str, Any]:
+def documented() -> dict[str, Any]:
     data: dict[str, Any] = json.loads(API_MD_EXAMPLE)
     return data
 
@@ -84,7 +85,7 @@ def locs(data: dict[str, Any]) -> list[tuple[str | int, ...]]:
 
 
 def test_api_md_example_validates_as_is() -> None:
-    defn = FollowUpDefinition.model_validate(example())
+    defn = FollowUpDefinition.model_validate(documented())
 
     assert defn.status == "active"
     assert defn.data_extraction.integrations[0].headers == {
@@ -101,13 +102,15 @@ def test_api_md_example_validates_as_is() -> None:
 
 
 def test_openapi_example_is_the_api_md_example() -> None:
-    assert example() == FOLLOWUP_EXAMPLE
+    assert documented() == FOLLOWUP_EXAMPLE
     schema = FollowUpDefinition.model_json_schema()
-    assert schema["examples"] == [example()]
+    assert schema["examples"] == [documented()]
+    # The tests' definition is this example too: what they change, they change in it.
+    assert followup_definition() == documented()
 
 
 def test_defaults_for_optional_parts() -> None:
-    data = example()
+    data = followup_definition()
     for optional in ("status", "post_actions", "button_actions", "exit"):
         del data[optional]
     del data["data_extraction"]["set_attributes"]
@@ -136,7 +139,7 @@ LIMITS = [
 @pytest.mark.parametrize(("path", "low", "high"), LIMITS)
 def test_limits_accepted_at_the_bounds(path: tuple[str, str], low: int, high: int) -> None:
     for value in (low, high):
-        data = example()
+        data = followup_definition()
         data[path[0]][path[1]] = value
         defn = FollowUpDefinition.model_validate(data)
         assert getattr(getattr(defn, path[0]), path[1]) == value
@@ -145,18 +148,18 @@ def test_limits_accepted_at_the_bounds(path: tuple[str, str], low: int, high: in
 @pytest.mark.parametrize(("path", "low", "high"), LIMITS)
 def test_limits_refused_outside_the_bounds(path: tuple[str, str], low: int, high: int) -> None:
     for value, kind in ((low - 1, "greater_than_equal"), (high + 1, "less_than_equal")):
-        data = example()
+        data = followup_definition()
         data[path[0]][path[1]] = value
         errors = errors_of(data)
         assert [(tuple(e["loc"]), e["type"]) for e in errors] == [(path, kind)]
 
 
 def test_integrations_between_one_and_ten() -> None:
-    data = example()
+    data = followup_definition()
     data["data_extraction"]["integrations"] = []
     assert locs(data) == [("data_extraction", "integrations")]
 
-    data = example()
+    data = followup_definition()
     first = data["data_extraction"]["integrations"][0]
     data["data_extraction"]["integrations"] = [{**first, "name": f"call{i}"} for i in range(11)]
     assert locs(data) == [("data_extraction", "integrations")]
@@ -169,7 +172,7 @@ def test_integrations_between_one_and_ten() -> None:
 
 
 def test_recipients_need_a_user_or_a_group() -> None:
-    data = example()
+    data = followup_definition()
     data["recipients"] = {}
 
     errors = errors_of(data)
@@ -180,7 +183,7 @@ def test_recipients_need_a_user_or_a_group() -> None:
 
 @pytest.mark.parametrize("kept", ["user", "group"])
 def test_either_recipient_mapping_alone_is_enough(kept: str) -> None:
-    data = example()
+    data = followup_definition()
     data["recipients"] = {kept: data["recipients"][kept]}
 
     defn = FollowUpDefinition.model_validate(data)
@@ -189,9 +192,9 @@ def test_either_recipient_mapping_alone_is_enough(kept: str) -> None:
 
 
 def test_recipient_match_on_is_checked() -> None:
-    data = example()
-    data["recipients"]["user"]["match_on"] = "name"
-    data["recipients"]["group"]["match_on"] = "email"
+    data = followup_definition(
+        recipients={"user": {"match_on": "name"}, "group": {"match_on": "email"}}
+    )
 
     assert sorted(map(str, locs(data))) == sorted(
         map(str, [("recipients", "user", "match_on"), ("recipients", "group", "match_on")])
@@ -199,14 +202,17 @@ def test_recipient_match_on_is_checked() -> None:
 
 
 def test_recipient_integration_and_attributes() -> None:
-    data = example()
-    data["recipients"]["integration"] = {
-        "name": "approver",
-        "url": "https://itsm.example.com/api/users/{{ followup.data.approver }}",
-    }
-    data["recipients"]["set_attributes"] = [
-        {"scope": "local", "name": "approver_name", "value": "{{ approver.name }}"}
-    ]
+    data = followup_definition(
+        recipients={
+            "integration": {
+                "name": "approver",
+                "url": "https://itsm.example.com/api/users/{{ followup.data.approver }}",
+            },
+            "set_attributes": [
+                {"scope": "local", "name": "approver_name", "value": "{{ approver.name }}"}
+            ],
+        }
+    )
 
     defn = FollowUpDefinition.model_validate(data)
 
@@ -247,7 +253,7 @@ def _set_group_source(data: dict[str, Any], expression: str) -> None:
 def test_bad_jmespath_is_refused_at_its_field(
     place: Callable[[dict[str, Any], str], None], loc: tuple[str, ...], expression: str
 ) -> None:
-    data = example()
+    data = followup_definition()
     place(data, expression)
 
     errors = errors_of(data)
@@ -259,15 +265,15 @@ def test_bad_jmespath_is_refused_at_its_field(
 
 
 def test_empty_jmespath_is_refused() -> None:
-    data = example()
-    data["data_extraction"]["reconciliation_id"] = ""
+    data = followup_definition(data_extraction={"reconciliation_id": ""})
     assert locs(data) == [("data_extraction", "reconciliation_id")]
 
 
 def test_valid_jmespath_is_kept_as_written() -> None:
-    data = example()
-    data["data_extraction"]["looping_element"] = "tickets.result[?state=='pending']"
-    data["recipients"]["user"]["source"] = "approver.emails[0]"
+    data = followup_definition(
+        data_extraction={"looping_element": "tickets.result[?state=='pending']"},
+        recipients={"user": {"source": "approver.emails[0]"}},
+    )
 
     defn = FollowUpDefinition.model_validate(data)
 
@@ -280,7 +286,7 @@ def test_valid_jmespath_is_kept_as_written() -> None:
 
 
 def test_template_typo_in_an_integration_header() -> None:
-    data = example()
+    data = followup_definition()
     data["data_extraction"]["integrations"][0]["headers"]["Authorization"] = (
         "Bearer {{ secrets.ITSM_TOKEN }"
     )
@@ -292,7 +298,7 @@ def test_template_typo_in_an_integration_header() -> None:
 
 
 def test_template_typo_in_a_set_attribute_value() -> None:
-    data = example()
+    data = followup_definition()
     data["data_extraction"]["set_attributes"][0]["value"] = "{{ tickets.result | length "
 
     errors = errors_of(data)
@@ -302,18 +308,19 @@ def test_template_typo_in_a_set_attribute_value() -> None:
 
 
 def test_template_typo_in_the_card_title() -> None:
-    data = example()
-    data["message"]["card"]["title"] = "Approval needed: {% if followup.data.number %}"
+    data = followup_definition(
+        message={"card": {"title": "Approval needed: {% if followup.data.number %}"}}
+    )
 
     errors = errors_of(data)
 
-    # ("message", "card", ...): the message kind, then the card field of CardMessage.
-    assert [tuple(e["loc"]) for e in errors] == [("message", "card", "card")]
+    # The model's path has the union's tag (the second "card"); the API's 422 leaves it out.
+    assert [tuple(e["loc"]) for e in errors] == [("message", "card", "card", "title")]
     assert "template does not compile" in errors[0]["msg"]
 
 
 def test_template_typo_in_a_post_action_and_a_button_action() -> None:
-    data = example()
+    data = followup_definition()
     data["post_actions"]["after_all_attempts"][0]["integration"]["url"] = "https://x/{{ a"
     data["button_actions"]["approve"].append(
         {"type": "set_attribute", "set_attribute": {"scope": "local", "name": "v", "value": "{{"}}
@@ -334,7 +341,7 @@ def test_template_typo_in_a_post_action_and_a_button_action() -> None:
 
 
 def test_duplicate_integration_names_are_refused() -> None:
-    data = example()
+    data = followup_definition()
     first = data["data_extraction"]["integrations"][0]
     data["data_extraction"]["integrations"] = [
         first,
@@ -350,7 +357,7 @@ def test_duplicate_integration_names_are_refused() -> None:
 
 
 def test_distinct_integration_names_are_accepted() -> None:
-    data = example()
+    data = followup_definition()
     first = data["data_extraction"]["integrations"][0]
     data["data_extraction"]["integrations"] = [first, {**first, "name": "users"}]
 
@@ -361,7 +368,7 @@ def test_distinct_integration_names_are_accepted() -> None:
 
 @pytest.mark.parametrize("name", ["secrets", "followup"])
 def test_integration_names_that_templates_use_are_reserved(name: str) -> None:
-    data = example()
+    data = followup_definition()
     data["data_extraction"]["integrations"][0]["name"] = name
     data["data_extraction"]["looping_element"] = f"{name}.result"
     data["button_actions"]["approve"][0]["integration"]["name"] = name
@@ -384,7 +391,7 @@ def test_integration_names_that_templates_use_are_reserved(name: str) -> None:
 
 
 def test_button_action_without_a_matching_button_is_refused() -> None:
-    data = example()
+    data = followup_definition()
     data["button_actions"]["escalate"] = data["button_actions"]["approve"]
 
     errors = errors_of(data)
@@ -394,7 +401,7 @@ def test_button_action_without_a_matching_button_is_refused() -> None:
 
 
 def test_button_actions_need_a_card_message() -> None:
-    data = example()
+    data = followup_definition()
     data["message"] = {"kind": "text", "text": "Approve {{ followup.data.number }}"}
 
     errors = errors_of(data)
@@ -404,7 +411,7 @@ def test_button_actions_need_a_card_message() -> None:
 
 
 def test_text_message_without_button_actions_is_fine() -> None:
-    data = example()
+    data = followup_definition()
     data["message"] = {"kind": "text", "text": "Approve {{ followup.data.number }}"}
     data["button_actions"] = {}
 
@@ -412,7 +419,7 @@ def test_text_message_without_button_actions_is_fine() -> None:
 
 
 def test_every_button_may_have_actions() -> None:
-    data = example()
+    data = followup_definition()
     data["button_actions"]["reject"] = [
         {"type": "set_attribute", "set_attribute": {"scope": "local", "name": "r", "value": "1"}}
     ]
@@ -426,9 +433,7 @@ def test_every_button_may_have_actions() -> None:
 
 
 def test_unknown_fields_are_refused() -> None:
-    data = example()
-    data["colour"] = "blue"
-    data["schedule"]["jitter"] = 5
+    data = followup_definition(colour="blue", schedule={"jitter": 5})
 
     errors = errors_of(data)
 
@@ -439,7 +444,7 @@ def test_unknown_fields_are_refused() -> None:
 
 
 def test_name_is_required_and_bounded() -> None:
-    data = example()
+    data = followup_definition()
     data["name"] = ""
     assert locs(data) == [("name",)]
     data["name"] = "x" * 201
@@ -449,13 +454,14 @@ def test_name_is_required_and_bounded() -> None:
 
 
 def test_channel_is_a_slug_or_last_used() -> None:
-    data = example()
+    data = followup_definition()
     data["channel"] = "Ops Webhook"
     assert locs(data) == [("channel",)]
 
     data["channel"] = "ops-webhook"
     assert referenced_channel(FollowUpDefinition.model_validate(data)) == "ops-webhook"
-    assert referenced_channel(FollowUpDefinition.model_validate(example())) is None
+    last_used = followup_definition(channel="last_used")
+    assert referenced_channel(FollowUpDefinition.model_validate(last_used)) is None
 
 
 def test_copy_takes_only_a_name() -> None:
@@ -469,22 +475,23 @@ def test_copy_takes_only_a_name() -> None:
 
 def test_public_is_the_definition_with_identity() -> None:
     now = datetime(2025, 1, 1, 9, tzinfo=UTC)
+    data = followup_definition()
     public = FollowUpPublic.model_validate(
-        {**example(), "id": "abc", "version": 2, "created_at": now, "updated_at": now}
+        {**data, "id": "abc", "version": 2, "created_at": now, "updated_at": now}
     )
 
     assert public.id == "abc" and public.version == 2
     assert public.model_dump(
         exclude={"id", "version", "last_poll", "created_at", "updated_at"}
-    ) == (FollowUpDefinition.model_validate(example()).model_dump())
-    assert FollowUpPublic.model_json_schema()["examples"][0]["name"] == example()["name"]
+    ) == (FollowUpDefinition.model_validate(data).model_dump())
+    assert FollowUpPublic.model_json_schema()["examples"][0]["name"] == data["name"]
 
 
 # Secrets --------------------------------------------------------------------------------------
 
 
 def with_other_secret() -> dict[str, Any]:
-    data = example()
+    data = followup_definition()
     data["post_actions"]["after_all_attempts"][0]["integration"]["body"] = (
         '{"token": "{{ secrets["OTHER"] }}", "number": "{{ followup.data.number }}"}'
     )
@@ -498,7 +505,7 @@ def test_referenced_secrets_finds_attribute_and_item_access_only() -> None:
 
 
 def test_referenced_secrets_of_a_definition_without_secrets() -> None:
-    data = example()
+    data = followup_definition()
     data["data_extraction"]["integrations"][0]["headers"] = {"Accept": "application/json"}
 
     assert referenced_secrets(FollowUpDefinition.model_validate(data)) == set()
@@ -606,7 +613,7 @@ def _button_integration_header(data: dict[str, Any]) -> None:
 def test_secret_references_reach_every_template(
     place: Callable[[dict[str, Any]], None], loc: tuple[str | int, ...]
 ) -> None:
-    data = example()
+    data = followup_definition()
     data["data_extraction"]["integrations"][0]["headers"] = {}
     place(data)
 

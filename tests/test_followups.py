@@ -5,24 +5,25 @@ The ITSM is a real HTTP server on 127.0.0.1; reminders go to a real webhook rece
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import inspect
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlparse
 
 import httpx
 import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from nudge.models.payloads import PollInput
 from nudge.naming import FOLLOWUP, KIND, RECORD, TENANT
 from tests.conftest import TenantKeys, problems
-from tests.utils.histories import keep_history
+from tests.utils.followups import REMOVE, followup_definition
+from tests.utils.histories import keep_history, scheduled
 from tests.utils.receivers import WebhookReceiver
+from tests.utils.waiting import eventually, received
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -48,73 +49,17 @@ def itsm() -> Iterator[WebhookReceiver]:
         yield server
 
 
-def definition(itsm: WebhookReceiver, **changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": "Tickets pending approval",
-        "status": "active",
-        "data_extraction": {
-            "polling_minutes": 10,
-            "integrations": [
-                {
-                    "name": "tickets",
-                    "method": "GET",
-                    "url": itsm.base_url + "/api/tickets?state=pending_approval",
-                    "headers": {"Authorization": "Bearer {{ secrets.ITSM_TOKEN }}"},
-                }
-            ],
-            "set_attributes": [
-                {
-                    "scope": "global",
-                    "name": "pending_count",
-                    "value": "{{ tickets.result | length }}",
-                }
-            ],
-            "looping_element": "tickets.result",
-            "reconciliation_id": "number",
-        },
-        "recipients": {"user": {"source": "approver.email", "match_on": "email"}},
-        "message": {
-            "kind": "card",
-            "card": {
-                "title": "Approval needed: {{ followup.data.number }} ({{ followup.attempt }}/{{ followup.attempts }})",
-                "text": "{{ followup.data.short_description }}",
-                "buttons": [
-                    {"label": "Approve", "action": "approve"},
-                    {"label": "Reject", "action": "reject"},
-                ],
-            },
-        },
-        "channel": "ops",
-        "schedule": {"notify_minutes": 60, "attempts": 3},
-        "post_actions": {
-            "after_each_attempt": [],
-            "after_all_attempts": [
-                {
-                    "type": "integration",
-                    "integration": {
-                        "name": "escalate",
-                        "method": "POST",
-                        "url": itsm.base_url + "/api/tickets/{{ followup.data.number }}/escalate",
-                    },
-                }
-            ],
-        },
-        "button_actions": {
-            "approve": [
-                {
-                    "type": "integration",
-                    "integration": {
-                        "name": "approve",
-                        "method": "POST",
-                        "url": itsm.base_url + "/api/tickets/{{ followup.data.number }}/approve",
-                    },
-                }
-            ]
-        },
-        "exit": {"on_record_resolved": True, "on_reply": False},
+# The attempt counter in the title: what each reminder says of the schedule.
+COUNTED = {
+    "card": {
+        "title": "Approval needed: {{ followup.data.number }} ({{ followup.attempt }}/{{ followup.attempts }})"
     }
-    body.update(changes)
-    return body
+}
+
+
+def definition(itsm: WebhookReceiver, **overrides: Any) -> dict[str, Any]:
+    """The shared approval follow-up, polling this module's sample ITSM, reminding on `ops`."""
+    return followup_definition(itsm.base_url, **{"channel": "ops", **overrides})
 
 
 async def setup_tenant(api: httpx.AsyncClient, tenant: TenantKeys, hook: WebhookReceiver) -> None:
@@ -138,21 +83,22 @@ async def create(
 
 
 async def reminders(hook: WebhookReceiver, count: int) -> list[dict[str, Any]]:
-    """Wait until ``count`` reminders have arrived and return them."""
-    received = await asyncio.to_thread(hook.wait_for, count, 20)
-    return [r.json for r in received]
+    """Every reminder received, once ``count`` have arrived."""
+    return [r.json for r in await received(hook, count)]
 
 
-async def eventually(probe: Callable[[], Any], what: str) -> Any:
-    """The first truthy answer of ``probe`` (sync or async) within 10 s; else fail naming ``what``."""
-    for _ in range(200):
-        answer = probe()
-        if inspect.isawaitable(answer):
-            answer = await answer
-        if answer:
-            return answer
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
+def record_run(
+    env: WorkflowEnvironment, tenant: TenantKeys, followup: dict[str, Any], rid: str = "INC0012"
+) -> WorkflowHandle[Any, Any]:
+    return env.client.get_workflow_handle(f"followup/{tenant.slug}/{followup['id']}/record/{rid}")
+
+
+async def stored_messages(api: httpx.AsyncClient, tenant: TenantKeys) -> list[dict[str, Any]]:
+    """Ada's conversation history as stored: what was delivered to her, and her replies."""
+    answer = await api.get("/v1/contacts/ada/messages", headers=tenant.headers())
+    assert answer.status_code == 200, answer.text
+    items: list[dict[str, Any]] = answer.json()["items"]
+    return items
 
 
 async def first_record(api: httpx.AsyncClient, tenant: TenantKeys, followup_id: str) -> Any:
@@ -163,34 +109,20 @@ async def first_record(api: httpx.AsyncClient, tenant: TenantKeys, followup_id: 
 
 
 async def record(
-    api: httpx.AsyncClient, tenant: TenantKeys, followup_id: str, until: str | None = None
+    api: httpx.AsyncClient, tenant: TenantKeys, followup_id: str, **expected: Any
 ) -> dict[str, Any]:
-    """The follow-up's only record, once it reaches state ``until``."""
+    """The follow-up's only record, once its fields have the ``expected`` values."""
 
     async def reached() -> Any:
         found = await first_record(api, tenant, followup_id)
-        return found if found and until in (None, found["state"]) else None
+        return found if found and all(found[k] == v for k, v in expected.items()) else None
 
-    found: dict[str, Any] = await eventually(reached, f"the record reaches {until!r}")
+    found: dict[str, Any] = await eventually(reached, message=f"the record has {expected}")
     return found
 
 
 def posts_to(itsm: WebhookReceiver, suffix: str) -> list[str]:
     return [r.path for r in itsm.requests if r.method == "POST" and r.path.endswith(suffix)]
-
-
-async def until_attempts(
-    api: httpx.AsyncClient, tenant: TenantKeys, followup_id: str, attempts: int
-) -> None:
-    async def recorded() -> bool:
-        found = await first_record(api, tenant, followup_id)
-        return bool(found and found["attempts_made"] == attempts)
-
-    await eventually(recorded, f"attempt {attempts} is recorded")
-
-
-async def until(condition: Callable[[], Any], what: str) -> None:
-    await eventually(condition, what)
 
 
 async def test_reminds_on_schedule_then_runs_the_after_all_actions(
@@ -201,7 +133,7 @@ async def test_reminds_on_schedule_then_runs_the_after_all_actions(
     time_env: WorkflowEnvironment,
 ) -> None:
     await setup_tenant(api, tenant, webhook_receiver)
-    followup = await create(api, tenant, definition(itsm))
+    followup = await create(api, tenant, definition(itsm, message=COUNTED))
 
     [first] = await reminders(webhook_receiver, 1)
     assert first["message"]["card"]["title"] == "Approval needed: INC0012 (1/3)"
@@ -215,7 +147,7 @@ async def test_reminds_on_schedule_then_runs_the_after_all_actions(
     }
     tickets_call = next(r for r in itsm.requests if r.method == "GET")
     assert tickets_call.headers["authorization"] == "Bearer itsm-s3cret"
-    await until_attempts(api, tenant, followup["id"], 1)
+    await record(api, tenant, followup["id"], attempts_made=1)
 
     await time_env.sleep(timedelta(minutes=61))
     await reminders(webhook_receiver, 2)
@@ -224,16 +156,16 @@ async def test_reminds_on_schedule_then_runs_the_after_all_actions(
     assert [m["source"]["attempt"] for m in sent] == [1, 2, 3]
     assert len({m["idempotency_key"] for m in sent}) == 3
 
-    done = await record(api, tenant, followup["id"], until="completed")
+    done = await record(api, tenant, followup["id"], state="completed")
     assert done["attempts_made"] == 3
     assert done["ended_by"] == "schedule"
     assert posts_to(itsm, "/api/tickets/INC0012/escalate") == ["/api/tickets/INC0012/escalate"]
-    record_run = time_env.client.get_workflow_handle(
-        f"followup/{tenant.slug}/{followup['id']}/record/INC0012"
-    )
-    await keep_history(record_run, "followup-record-completed")
-    history = await api.get("/v1/contacts/ada/messages", headers=tenant.headers())
-    assert len(history.json()["items"]) == 3
+    run = record_run(time_env, tenant, followup)
+    assert await run.result() == "completed"
+    assert await scheduled(run, "run_attempt") == ["completed"] * 3
+    assert await scheduled(run, "run_actions") == ["completed"]  # after_all_attempts, once
+    await keep_history(run, "followup-record-completed")
+    assert len(await stored_messages(api, tenant)) == 3
 
 
 async def test_a_record_that_disappears_gets_no_further_message(
@@ -249,10 +181,14 @@ async def test_a_record_that_disappears_gets_no_further_message(
 
     itsm.serve_json("/api/tickets", {"result": []})
     await time_env.sleep(timedelta(minutes=11))
-    resolved = await record(api, tenant, followup["id"], until="resolved")
+    resolved = await record(api, tenant, followup["id"], state="resolved")
     assert resolved["ended_by"] == "poll"
-    await time_env.sleep(timedelta(hours=3))
-    await asyncio.sleep(0.3)
+    # Waiting for the result skips time: a run that went on would make attempts 2 and 3.
+    run = record_run(time_env, tenant, followup)
+    assert await run.result() == "resolved"
+    assert await scheduled(run, "run_attempt") == ["completed"]
+    assert await scheduled(run, "run_actions") == []  # no after_all_attempts either
+    assert len(await stored_messages(api, tenant)) == 1
     assert len(webhook_receiver.requests) == 1
     assert posts_to(itsm, "/escalate") == []
 
@@ -277,12 +213,14 @@ async def test_approve_pressed_calls_the_itsm_and_stops_the_reminders(
     assert pressed.status_code == 200, pressed.text
     assert pressed.json()["action"] == "approve"
 
-    done = await record(api, tenant, followup["id"], until="completed")
+    done = await record(api, tenant, followup["id"], state="completed")
     assert done["ended_by"] == "contact ada"
-    await until(lambda: posts_to(itsm, "/approve"), "the ITSM approve endpoint was not called")
+    run = record_run(time_env, tenant, followup)
+    assert await run.result() == "completed"
     assert posts_to(itsm, "/api/tickets/INC0012/approve") == ["/api/tickets/INC0012/approve"]
-    await time_env.sleep(timedelta(hours=3))
-    await asyncio.sleep(0.3)
+    assert await scheduled(run, "run_attempt") == ["completed"]
+    assert await scheduled(run, "run_actions") == ["completed"]  # the button's, not after_all
+    assert len(await stored_messages(api, tenant)) == 1
     assert len(webhook_receiver.requests) == 1
     assert posts_to(itsm, "/escalate") == []
     assert (await api.post(path)).status_code == 409  # a second press finds it ended
@@ -311,15 +249,14 @@ async def test_a_record_stopped_by_api_sends_nothing_more_and_says_who(
         "handled by phone",
     )
 
-    await time_env.sleep(timedelta(hours=3))
-    await asyncio.sleep(0.3)
+    run = record_run(time_env, tenant, followup)
+    assert await run.result() == "stopped"
+    assert await scheduled(run, "run_attempt") == ["completed"]
+    assert await scheduled(run, "run_actions") == []
+    assert len(await stored_messages(api, tenant)) == 1
     assert len(webhook_receiver.requests) == 1
     final = await record(api, tenant, followup["id"])
     assert (final["state"], final["ended_by"]) == ("stopped", "admin API key")
-    run = time_env.client.get_workflow_handle(
-        f"followup/{tenant.slug}/{followup['id']}/record/INC0012"
-    )
-    await run.result()
     assert "Ended (stopped) by admin API key: handled by phone" in await current_details(run)
     await keep_history(run, "followup-record-stopped")
     again = await api.post(
@@ -347,13 +284,18 @@ async def test_deactivation_stops_the_poller_and_every_record(
     assert answer.json()["status"] == "inactive"
     assert "stopped by admin API key" in await handle.result()
     await keep_history(handle, "followup-poller-stopped")
-    stopped = await record(api, tenant, followup["id"], until="stopped")
+    stopped = await record(api, tenant, followup["id"], state="stopped")
     assert stopped["end_reason"] == "follow-up deactivated"
-    polls = len([r for r in itsm.requests if r.method == "GET"])
-    await time_env.sleep(timedelta(hours=3))
-    await asyncio.sleep(0.3)
+    # Both runs have closed: what their histories hold is all they ever did.
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+    assert await scheduled(handle, "stop_followup_records") == ["completed"]
+    polls = await scheduled(handle, "poll_followup")
+    assert len([r for r in itsm.requests if r.method == "GET"]) == len(polls)
+    run = record_run(time_env, tenant, followup)
+    assert await run.result() == "stopped"
+    assert await scheduled(run, "run_attempt") == ["completed"]
+    assert len(await stored_messages(api, tenant)) == 1
     assert len(webhook_receiver.requests) == 1
-    assert len([r for r in itsm.requests if r.method == "GET"]) == polls
 
 
 async def test_a_reply_ends_the_follow_up_when_the_definition_says_so(
@@ -368,7 +310,7 @@ async def test_a_reply_ends_the_follow_up_when_the_definition_says_so(
         api, tenant, definition(itsm, exit={"on_record_resolved": True, "on_reply": True})
     )
     await reminders(webhook_receiver, 1)
-    await until_attempts(api, tenant, followup["id"], 1)
+    await record(api, tenant, followup["id"], attempts_made=1)
     event = {
         "contact_id": "ada",
         "direction": "incoming",
@@ -381,10 +323,16 @@ async def test_a_reply_ends_the_follow_up_when_the_definition_says_so(
     ).status_code == 202
     duplicate = await api.post("/v1/events/messages", json=event, headers=tenant.headers("service"))
     assert duplicate.json()["status"] == "duplicate"
-    ended = await record(api, tenant, followup["id"], until="completed")
+    ended = await record(api, tenant, followup["id"], state="completed")
     assert (ended["ended_by"], ended["end_reason"]) == ("contact ada", "replied")
-    await time_env.sleep(timedelta(hours=3))
-    await asyncio.sleep(0.3)
+    run = record_run(time_env, tenant, followup)
+    assert await run.result() == "completed"
+    assert await scheduled(run, "run_attempt") == ["completed"]
+    assert await scheduled(run, "run_actions") == []  # a reply is no reason to escalate
+    assert [m["direction"] for m in await stored_messages(api, tenant)] == [
+        "incoming",
+        "outgoing",
+    ]
     assert len(webhook_receiver.requests) == 1
 
 
@@ -398,9 +346,7 @@ async def test_record_runs_are_findable_by_ticket(
     await setup_tenant(api, tenant, webhook_receiver)
     followup = await create(api, tenant, definition(itsm))
     await reminders(webhook_receiver, 1)
-    handle = time_env.client.get_workflow_handle(
-        f"followup/{tenant.slug}/{followup['id']}/record/INC0012"
-    )
+    handle = record_run(time_env, tenant, followup)
     description = await handle.describe()
     attributes = description.typed_search_attributes
     assert (attributes.get(TENANT), attributes.get(KIND), attributes.get(RECORD)) == (
@@ -409,7 +355,10 @@ async def test_record_runs_are_findable_by_ticket(
         "INC0012",
     )
     assert await description.static_summary() == "Tickets pending approval · INC0012"
-    await until_details(handle, "Attempt 1 of 3 sent; next at")
+    await eventually(
+        lambda: details_say(handle, "Attempt 1 of 3 sent; next at"),
+        message="the record run says when its next attempt is",
+    )
     assert "itsm-s3cret" not in str(await handle.fetch_history())
 
 
@@ -429,6 +378,8 @@ async def test_a_retried_poll_starts_nothing_twice(
     followup = await create(api, tenant, definition(itsm, status="inactive"))
     await api.post(f"/v1/followups/{followup['id']}/activate", headers=tenant.headers())
     await reminders(webhook_receiver, 1)
+    run = record_run(time_env, tenant, followup)
+    first_run = (await run.describe()).run_id
     async with httpx.AsyncClient() as http:
         poll = next(
             a
@@ -440,7 +391,11 @@ async def test_a_retried_poll_starts_nothing_twice(
         for _ in range(2):
             result = await env.run(poll, request)
             assert (result.found, result.new) == (1, 0)
-    await asyncio.sleep(0.3)
+    # The one record, still on the run the first poll started and at its first attempt.
+    listed = await record(api, tenant, followup["id"], attempts_made=1)
+    assert listed["state"] == "following"
+    assert (await run.describe()).run_id == first_run
+    assert await scheduled(run, "run_attempt") == ["completed"]
     assert len(webhook_receiver.requests) == 1
 
 
@@ -566,14 +521,20 @@ async def test_the_poller_continues_as_new_and_keeps_polling(
     )
     first_run = handle.first_execution_run_id
     await reminders(webhook_receiver, 1)
+    run = record_run(time_env, tenant, followup)
+    first_record_run = (await run.describe()).run_id
     await time_env.sleep(timedelta(minutes=45))
-    await until(
-        lambda: len([r for r in itsm.requests if r.method == "GET"]) >= 5, "polling stopped"
+    await eventually(
+        lambda: len([r for r in itsm.requests if r.method == "GET"]) >= 5,
+        message="the poller keeps polling (5 polls in 45 minutes)",
     )
     description = await time_env.client.get_workflow_handle(workflow_id).describe()
     assert description.run_id != first_run
-    assert description.status is not None and description.status.name == "RUNNING"
-    assert len(webhook_receiver.requests) == 1  # the record run was not started again
+    assert description.status == WorkflowExecutionStatus.RUNNING
+    # The record run was not started again: the same run, at its first attempt (of 60 min).
+    assert (await run.describe()).run_id == first_record_run
+    assert await scheduled(run, "run_attempt") == ["completed"]
+    assert len(webhook_receiver.requests) == 1
 
 
 async def test_a_failed_poll_is_reported_and_leaves_the_records_alone(
@@ -598,13 +559,16 @@ async def test_a_failed_poll_is_reported_and_leaves_the_records_alone(
         report = await last_poll()
         return report if "error" in report else None
 
-    report = await eventually(failed, "the failed poll is reported")
+    report = await eventually(failed, message="the failed poll is reported")
     assert "HTTP 401" in report["error"]
     assert "itsm-s3cret" not in report["error"]
     still = await record(api, tenant, followup["id"])
     assert still["state"] == "following"
     handle = time_env.client.get_workflow_handle(f"followup/{tenant.slug}/{followup['id']}")
-    await until_details(handle, "Last poll failed")
+    await eventually(
+        lambda: details_say(handle, "Last poll failed"),
+        message="the poller says its last poll failed",
+    )
 
 
 async def current_details(handle: Any) -> str:
@@ -615,11 +579,8 @@ async def current_details(handle: Any) -> str:
     return str(metadata.current_details)
 
 
-async def until_details(handle: Any, text: str) -> None:
-    async def says() -> bool:
-        return text in await current_details(handle)
-
-    await eventually(says, f"the run's details say {text!r}")
+async def details_say(handle: Any, text: str) -> bool:
+    return text in await current_details(handle)
 
 
 async def test_records_without_an_id_are_skipped_and_reported(
@@ -638,7 +599,7 @@ async def test_records_without_an_id_are_skipped_and_reported(
         body = (await api.get(f"/v1/followups/{followup['id']}", headers=tenant.headers())).json()
         return body if body["last_poll"] else None
 
-    body = await eventually(polled, "the poll is reported")
+    body = await eventually(polled, message="the poll is reported")
     assert body["last_poll"]["found"] == 1
     assert [s["index"] for s in body["last_poll"]["skipped"]] == [1]
     listed = (
@@ -655,10 +616,9 @@ async def test_running_records_finish_on_their_version_and_new_ones_take_the_new
     time_env: WorkflowEnvironment,
 ) -> None:
     await setup_tenant(api, tenant, webhook_receiver)
-    followup = await create(api, tenant, definition(itsm))
+    followup = await create(api, tenant, definition(itsm, message=COUNTED))
     await reminders(webhook_receiver, 1)
-    newer = definition(itsm)
-    newer["message"]["card"]["title"] = "v2: {{ followup.data.number }}"
+    newer = definition(itsm, message={"card": {"title": "v2: {{ followup.data.number }}"}})
     updated = await api.put(f"/v1/followups/{followup['id']}", json=newer, headers=tenant.headers())
     assert updated.json()["version"] == 2
     itsm.serve_json("/api/tickets", {"result": [TICKET, {**TICKET, "number": "INC0013"}]})
@@ -769,30 +729,28 @@ async def test_groups_are_reminded_unknown_recipients_reported_and_after_each_ru
             ]
         },
     )
-    body = definition(itsm)
-    body["recipients"] = {
-        "user": {"source": "approver.email", "match_on": "email"},
-        "group": {"source": "group", "match_on": "name"},
-    }
-    body["post_actions"]["after_each_attempt"] = [
-        {
-            "type": "integration",
-            "integration": {
-                "name": "note",
-                "method": "POST",
-                "url": itsm.base_url + "/api/tickets/{{ followup.data.number }}/notes",
-                "body": '{"text": "reminder {{ followup.attempt }} sent"}',
-            },
+    note_action = {
+        "type": "integration",
+        "integration": {
+            "name": "note",
+            "method": "POST",
+            "url": itsm.base_url + "/api/tickets/{{ followup.data.number }}/notes",
+            "body": '{"text": "reminder {{ followup.attempt }} sent"}',
         },
-    ]
+    }
+    body = definition(
+        itsm,
+        recipients={"group": {"source": "group", "match_on": "name"}},
+        post_actions={"after_each_attempt": [note_action]},
+    )
     followup = await create(api, tenant, body)
 
     sent = await reminders(webhook_receiver, 2)
     assert sorted(m["recipient"]["external_id"] for m in sent) == ["bob", "cy"]
-    await until(lambda: posts_to(itsm, "/notes"), "after_each_attempt did not run")
+    await eventually(lambda: posts_to(itsm, "/notes"), message="after_each_attempt runs")
     note = next(r for r in itsm.requests if r.path.endswith("/notes"))
     assert note.json == {"text": "reminder 1 sent"}
-    await until_attempts(api, tenant, followup["id"], 1)
+    await record(api, tenant, followup["id"], attempts_made=1)
     problems_seen = (await record(api, tenant, followup["id"]))["problems"]
     assert problems_seen["unmatched_recipients"] == ["user email=ghost@example.com"]
 
@@ -807,14 +765,17 @@ async def test_a_recipient_integration_names_who_to_remind(
     await setup_tenant(api, tenant, webhook_receiver)
     await api.put("/v1/contacts/mgr-7", json={"name": "Manager"}, headers=tenant.headers())
     itsm.serve_json("/api/users/ada@example.com/manager", {"manager": {"id": "mgr-7"}})
-    body = definition(itsm)
-    body["recipients"] = {
-        "integration": {
-            "name": "manager",
-            "url": itsm.base_url + "/api/users/{{ followup.data.approver.email }}/manager",
+    body = definition(
+        itsm,
+        recipients={
+            "integration": {
+                "name": "manager",
+                "url": itsm.base_url + "/api/users/{{ followup.data.approver.email }}/manager",
+            },
+            "user": {"source": "manager.id", "match_on": "external_id"},
+            "group": REMOVE,
         },
-        "user": {"source": "manager.id", "match_on": "external_id"},
-    }
+    )
     await create(api, tenant, body)
     [sent] = await reminders(webhook_receiver, 1)
     assert sent["recipient"]["external_id"] == "mgr-7"
