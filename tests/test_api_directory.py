@@ -93,8 +93,8 @@ async def test_channel_config_errors_name_the_field(
         headers=tenant.headers(),
     )
     fields = problems(response)
-    assert "body.email.config.port" in fields
-    assert "body.email.config.from_address" in fields
+    assert "body.config.port" in fields
+    assert "body.config.from_address" in fields
     unknown = await api.put("/v1/channels/x", json={"type": "pigeon"}, headers=tenant.headers())
     assert unknown.status_code == 422
     reserved = await api.put(

@@ -20,8 +20,8 @@ from nudge.models.journeys import (
     BranchStep,
     JourneyDefinition,
     Trigger,
-    check_journey_references,
 )
+from nudge.store.journey_references import check_journey_references
 from nudge.store.journeys import create_journey, set_journey_status
 from tests.conftest import TenantKeys
 

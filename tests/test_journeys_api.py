@@ -111,7 +111,7 @@ async def test_bad_definitions_are_refused_naming_the_field(
     }
     template = journey(steps=[send("greet", "Hi {{ contact.name ")])
     assert set(problems(await api.post("/v1/journeys", json=template, headers=admin))) == {
-        "body.steps.0.send_message.message.text.text"
+        "body.steps.0.message.text"
     }
     assert (await api.get("/v1/journeys", headers=admin)).json() == []
 

@@ -406,10 +406,10 @@ async def test_api_refuses_a_slack_channel_without_a_valid_webhook_url(
     missing = await api.put(
         "/v1/channels/team-slack", json={"type": "slack", "config": {}}, headers=tenant.headers()
     )
-    assert "body.slack.config.webhook_url" in problems(missing)
+    assert "body.config.webhook_url" in problems(missing)
     bad = await api.put(
         "/v1/channels/team-slack",
         json={"type": "slack", "config": {"webhook_url": "hooks.slack.com/x"}},
         headers=tenant.headers(),
     )
-    assert "body.slack.config.webhook_url" in problems(bad)
+    assert "body.config.webhook_url" in problems(bad)

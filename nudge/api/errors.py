@@ -38,11 +38,13 @@ def _field_path(loc: Sequence[Any], body: Any) -> list[Any]:
     union (`card` of `{"kind": "card"}`) into the path, where the client has no such key."""
     path: list[Any] = [loc[0]] if loc else []
     node = body if loc and loc[0] == "body" else None
-    for part in loc[1:]:
+    rest = list(loc[1:])
+    for i, part in enumerate(rest):
+        following = rest[i + 1] if i + 1 < len(rest) else None
         if (
             isinstance(node, dict)
-            and part not in node
             and any(node.get(key) == part for key in _DISCRIMINATORS)
+            and (part not in node or following in node)
         ):
             continue
         path.append(part)
