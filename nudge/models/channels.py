@@ -9,13 +9,14 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     HttpUrl,
     SecretStr,
     TypeAdapter,
     ValidationError,
 )
+
+from nudge.models.email_address import EmailAddress
 
 CHANNEL_SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 LAST_USED = "last_used"
@@ -47,7 +48,7 @@ class EmailConfig(_Strict):
     verify_certificate: bool = True
     username: str | None = None
     password: SecretStr | None = None
-    from_address: EmailStr
+    from_address: EmailAddress
     from_name: str | None = None
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 30
 

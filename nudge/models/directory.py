@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from nudge.models.email_address import EmailAddress
 
 EXTERNAL_ID = Annotated[str, Field(min_length=1, max_length=200)]
 _PHONE = re.compile(r"^\+?[0-9]{6,15}$")
@@ -26,7 +28,7 @@ class ContactPut(BaseModel):
     )
 
     name: Annotated[str, Field(max_length=200)] | None = None
-    email: EmailStr | None = None
+    email: EmailAddress | None = None
     phone: str | None = Field(default=None, description="E.164, e.g. +34600111222.")
     chat_id: Annotated[str, Field(max_length=200)] | None = None
     timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Madrid.")
