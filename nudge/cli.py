@@ -162,21 +162,39 @@ def tenant_create(
 def key_create(
     tenant: Annotated[str, typer.Option(help="Tenant slug.")],
     role: Annotated[str, typer.Option(help="admin, service or agent.")],
+    agent: Annotated[str | None, typer.Option(help="For agent keys: the agent's id.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create another API key for a tenant."""
     from nudge.store.tenants import create_key
 
     settings = _settings()
-    key = _run(
+    row, key = _run(
         lambda: asyncio.run(
-            _in_transaction(settings, lambda session: create_key(session, tenant, role))
+            _in_transaction(settings, lambda session: create_key(session, tenant, role, agent))
         )
     )
     if as_json:
-        typer.echo(json.dumps({"tenant": tenant, "role": role, "api_key": key}))
+        typer.echo(json.dumps({"tenant": tenant, "role": role, "id": row.id, "api_key": key}))
     else:
-        typer.echo(f"{role} API key for {tenant} (shown once): {key}")
+        typer.echo(f"{role} API key {row.id} for {tenant} (shown once): {key}")
+
+
+@key_app.command("revoke")
+def key_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (GET /v1/api-keys lists them).")],
+    tenant: Annotated[str, typer.Option(help="Tenant slug.")],
+) -> None:
+    """Revoke an API key: it answers 401 from now on."""
+    from nudge.store.tenants import revoke_key
+
+    settings = _settings()
+    revoked = _run(
+        lambda: asyncio.run(
+            _in_transaction(settings, lambda session: revoke_key(session, tenant, key_id))
+        )
+    )
+    typer.echo(f"{revoked.role} API key {revoked.prefix}… of {tenant} revoked")
 
 
 def main() -> None:

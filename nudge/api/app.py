@@ -13,6 +13,7 @@ from nudge import __version__
 from nudge.api.errors import install_error_handlers
 from nudge.api.routes import (
     actions,
+    api_keys,
     channels,
     contacts,
     events,
@@ -69,6 +70,7 @@ def create_app(
         groups,
         channels,
         secrets,
+        api_keys,
         notifications,
         followups,
         journeys,

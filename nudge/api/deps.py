@@ -10,9 +10,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from nudge.models.db import transaction
 from nudge.security import SecretBox
 from nudge.settings import Settings
-from nudge.store.tenants import Principal, Role, authenticate
+from nudge.store.tenants import Principal, Role, authenticate, note_key_use
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer nk_…`")
 
@@ -52,15 +53,21 @@ SecretBoxDep = Annotated[SecretBox, Depends(_box)]
 
 async def _principal(
     session: SessionDep,
+    sessions: SessionsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    principal = await authenticate(session, credentials.credentials) if credentials else None
-    if principal is None:
+    found = await authenticate(session, credentials.credentials) if credentials else None
+    if found is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            detail="missing or unknown API key",
+            detail="missing, unknown or revoked API key",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    principal, last_use_is_old = found
+    if last_use_is_old:
+        # In a transaction of its own: the route's session commits only what the route wrote.
+        async with transaction(sessions) as own:
+            await note_key_use(own, principal)
     return principal
 
 
