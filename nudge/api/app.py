@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from nudge import __version__
+from nudge.api.body_limit import BodyLimit
 from nudge.api.errors import install_error_handlers
 from nudge.api.routes import (
     actions,
@@ -64,6 +65,7 @@ def create_app(
 
     app = FastAPI(title="Nudge", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit)
     routers = (
         health,
         contacts,

@@ -26,6 +26,8 @@ FORMAT = "nudge-followups"
 FORMAT_VERSION = 1
 MAX_FILES = 500
 MAX_BYTES = 20 * 1024 * 1024
+MAX_FILE_BYTES = 1_000_000  # one definition, uncompressed
+MAX_TOTAL_BYTES = 20_000_000  # every file of the zip, uncompressed: a zip bomb stops here
 
 
 class Requirements(BaseModel):
@@ -73,6 +75,7 @@ def read_bundle(data: bytes) -> list[FollowUpDefinition]:
             ("body",), "not a zip file made by GET /v1/followups/export"
         ) from None
     with bundle:
+        _refuse_bombs(bundle)
         manifest = _json(bundle, "manifest.json")
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise InvalidInput.at(("body", "manifest.json", "format"), f"expected {FORMAT!r}")
@@ -92,11 +95,36 @@ def read_bundle(data: bytes) -> list[FollowUpDefinition]:
         return definitions
 
 
+def _refuse_bombs(bundle: zipfile.ZipFile) -> None:
+    """What the zip says it holds, checked before anything is decompressed."""
+    members = bundle.infolist()
+    if len(members) > MAX_FILES + 1:
+        raise InvalidInput.at(("body",), f"the zip holds more than {MAX_FILES} files")
+    if sum(member.file_size for member in members) > MAX_TOTAL_BYTES:
+        raise InvalidInput.at(
+            ("body",), f"the zip unpacks to more than {MAX_TOTAL_BYTES // 1_000_000} MB"
+        )
+
+
+def _read(bundle: zipfile.ZipFile, path: str) -> bytes:
+    """One member, never more than ``MAX_FILE_BYTES`` of it in memory, whatever its header
+    claims (a forged size does not get past the read)."""
+    with bundle.open(path) as member:
+        data = member.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise InvalidInput.at(
+            ("body", path), f"unpacks to more than {MAX_FILE_BYTES // 1_000_000} MB"
+        )
+    return data
+
+
 def _json(bundle: zipfile.ZipFile, path: str) -> Any:
     try:
-        return json.loads(bundle.read(path))
+        return json.loads(_read(bundle, path))
     except KeyError:
         raise InvalidInput.at(("body", path), "missing from the zip") from None
+    except zipfile.BadZipFile as exc:
+        raise InvalidInput.at(("body", path), f"cannot be unpacked: {exc}") from None
     except ValueError:
         raise InvalidInput.at(("body", path), "not valid JSON") from None
 
