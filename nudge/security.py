@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -22,9 +23,35 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The ``X-Nudge-Signature`` value for a webhook body."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+SIGNATURE_TOLERANCE_SECONDS = 300
+
+
+def sign(secret: str, body: bytes, at: int | None = None) -> str:
+    """The ``X-Nudge-Signature`` value for a webhook body sent at unix time ``at``:
+    ``t=<at>,v1=<hex HMAC-SHA256 of "<at>.<body>">``. The timestamp is signed with the body,
+    so a receiver can refuse an old request replayed to it."""
+    at = int(time.time()) if at is None else at
+    digest = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={at},v1={digest}"
+
+
+def signature_is_valid(
+    secret: str,
+    body: bytes,
+    header: str,
+    *,
+    now: float | None = None,
+    tolerance: int = SIGNATURE_TOLERANCE_SECONDS,
+) -> bool:
+    """What a receiver checks: the HMAC matches and the timestamp is recent."""
+    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
+    timestamp, signature = parts.get("t", ""), parts.get("v1", "")
+    if not timestamp.isdigit():
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
+        return False
+    expected = sign(secret, body, int(timestamp)).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, signature)
 
 
 class SecretBox:

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -27,7 +28,9 @@ from nudge.messaging.channels.registry import build_sender
 from nudge.messaging.channels.webhook import WebhookChannel, encode_body
 from nudge.models.channels import EmailConfig, WebhookConfig
 from nudge.models.messages import Button, Card, CardMessage, Image, ImageMessage, TextMessage
+from nudge.security import sign, signature_is_valid
 from tests.utils.receivers import (
+    ReceivedRequest,
     Reply,
     SmtpSink,
     WebhookReceiver,
@@ -87,6 +90,14 @@ def starttls_smtp_sink(tmp_path: Path) -> Iterator[SmtpSink]:
         yield sink
 
 
+def assert_signed(request: ReceivedRequest, secret: str) -> None:
+    """Check X-Nudge-Signature as a receiver would, written apart from Nudge's own code."""
+    fields = dict(part.split("=", 1) for part in request.headers["x-nudge-signature"].split(","))
+    assert abs(time.time() - int(fields["t"])) < 60
+    signed = fields["t"].encode() + b"." + request.body
+    assert fields["v1"] == hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
 def webhook(url: str, http: httpx.AsyncClient, **config: Any) -> WebhookChannel:
     return WebhookChannel(WebhookConfig.model_validate({"url": url, **config}), http)
 
@@ -130,8 +141,7 @@ async def test_webhook_posts_signed_body_and_headers_as_in_api_md(
     assert (
         request.headers["idempotency-key"] == "followup/acme/late-invoices/record/INC001:1:u1:ops"
     )
-    expected = hmac.new(b"s3cret", request.body, hashlib.sha256).hexdigest()
-    assert request.headers["x-nudge-signature"] == f"sha256={expected}"
+    assert_signed(request, "s3cret")
     assert request.json == {
         "tenant": "acme",
         "idempotency_key": "followup/acme/late-invoices/record/INC001:1:u1:ops",
@@ -477,8 +487,7 @@ async def test_registry_passes_credentials_to_the_channel(
     await sender.send(outbound())
 
     [request] = webhook_receiver.requests
-    expected = hmac.new(b"s3cret", request.body, hashlib.sha256).hexdigest()
-    assert request.headers["x-nudge-signature"] == f"sha256={expected}"
+    assert_signed(request, "s3cret")
 
 
 @pytest.mark.parametrize(
@@ -502,3 +511,13 @@ def test_webhook_body_is_compact_utf8_json() -> None:
 
     assert "ça presse".encode() in body
     assert json.loads(body)["message"]["text"] == "Relance: ça presse"
+
+
+def test_a_receiver_refuses_old_or_altered_webhook_bodies() -> None:
+    body = b'{"tenant":"acme"}'
+    header = sign("s3cret", body, at=1_000_000)
+    assert signature_is_valid("s3cret", body, header, now=1_000_100)
+    assert not signature_is_valid("s3cret", body, header, now=1_000_000 + 301)  # replayed late
+    assert not signature_is_valid("s3cret", body + b" ", header, now=1_000_100)
+    assert not signature_is_valid("other", body, header, now=1_000_100)
+    assert not signature_is_valid("s3cret", body, "sha256=abc", now=1_000_100)

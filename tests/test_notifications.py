@@ -87,8 +87,9 @@ async def test_notification_reaches_the_webhook_signed_and_lands_in_history(
 
     [request] = webhook_receiver.requests
     assert request.headers["content-type"] == "application/json"
-    expected = "sha256=" + hmac.new(b"s3cret", request.body, hashlib.sha256).hexdigest()
-    assert request.headers["x-nudge-signature"] == expected
+    stamp, digest = (p.split("=", 1)[1] for p in request.headers["x-nudge-signature"].split(","))
+    signed = f"{stamp}.".encode() + request.body
+    assert digest == hmac.new(b"s3cret", signed, hashlib.sha256).hexdigest()
     key = request.headers["idempotency-key"]
     assert key == f"{queued['workflow_id']}:1:ada:ops-webhook"
     assert request.json["tenant"] == tenant.slug
