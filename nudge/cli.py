@@ -27,8 +27,10 @@ app = typer.Typer(
 )
 tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 key_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+secrets_app = typer.Typer(help="Manage the encryption of stored secrets.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(key_app, name="key")
+app.add_typer(secrets_app, name="secrets")
 
 T = TypeVar("T")
 
@@ -55,6 +57,8 @@ def _run(work: Callable[[], T]) -> T:
     except InvalidInput as exc:
         raise fail(str(exc)) from None
     except (NotFound, Conflict, NudgeError) as exc:
+        raise fail(str(exc)) from None
+    except ValueError as exc:  # e.g. a secret the configured keys cannot decrypt
         raise fail(str(exc)) from None
     except OSError as exc:
         raise fail(f"{exc.strerror or exc}") from None
@@ -195,6 +199,26 @@ def key_revoke(
         )
     )
     typer.echo(f"{revoked.role} API key {revoked.prefix}… of {tenant} revoked")
+
+
+@secrets_app.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every stored secret with the newest key of NUDGE_SECRET_KEY.
+
+    Rotate by setting NUDGE_SECRET_KEY=new,old on every process, running this once, then
+    setting NUDGE_SECRET_KEY=new.
+    """
+    from nudge.security import SecretBox
+    from nudge.store.directory import reseal_everything
+
+    settings = _settings()
+
+    def rotate() -> int:
+        box = SecretBox(settings.secret_key_value())
+        return asyncio.run(_in_transaction(settings, lambda s: reseal_everything(s, box)))
+
+    count = _run(rotate)
+    typer.echo(f"{count} secrets and channel credentials now encrypted with the newest key")
 
 
 def main() -> None:

@@ -8,10 +8,14 @@ import hmac
 import json
 import secrets
 import time
+from datetime import timedelta
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 API_KEY_PREFIX = "nk_"
+ACTION_TOKEN_TTL = timedelta(days=30)  # a button stays usable this long after it was sent
 
 
 def new_api_key() -> str:
@@ -54,11 +58,28 @@ def signature_is_valid(
     return hmac.compare_digest(expected, signature)
 
 
+def _keys(key: str) -> list[str]:
+    """``NUDGE_SECRET_KEY`` holds one key, or several comma-separated: newest first."""
+    keys = [part.strip() for part in key.split(",") if part.strip()]
+    if not keys:
+        raise ValueError("NUDGE_SECRET_KEY is empty")
+    return keys
+
+
+def _derived(key: str, purpose: bytes) -> bytes:
+    """A key for one purpose only, so a key leaked from one use opens nothing else."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(key.encode())
+
+
 class SecretBox:
-    """Encrypts tenant secrets and channel credentials before they reach the database."""
+    """Encrypts tenant secrets and channel credentials before they reach the database.
+
+    With several keys (``new,old``) the newest encrypts and every one decrypts, so the key
+    can be rotated: add the new key in front, run ``nudge secrets rotate``, then drop the old.
+    """
 
     def __init__(self, key: str) -> None:
-        self._fernet = Fernet(key.encode())
+        self._fernet = MultiFernet([Fernet(k.encode()) for k in _keys(key)])
 
     def seal(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()
@@ -69,29 +90,53 @@ class SecretBox:
         except InvalidToken as exc:
             raise ValueError("secret cannot be decrypted: NUDGE_SECRET_KEY changed?") from exc
 
+    def reseal(self, token: str) -> str:
+        """The same secret, encrypted with the newest key."""
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken as exc:
+            raise ValueError("secret cannot be decrypted: NUDGE_SECRET_KEY changed?") from exc
+
 
 class ActionTokens:
-    """Signed, tenant-bound tokens carried by card buttons' URLs (`/v1/actions/{token}`)."""
+    """Signed, tenant-bound tokens carried by card buttons' URLs (`/v1/actions/{token}`).
 
-    def __init__(self, key: str) -> None:
-        self._key = hashlib.sha256(b"nudge-action-tokens:" + key.encode()).digest()
+    Each carries its expiry (``e``, unix seconds); they are signed with a key derived for
+    this purpose from the newest secret key, and verified with any of the keys.
+    """
+
+    def __init__(self, key: str, ttl: timedelta = ACTION_TOKEN_TTL) -> None:
+        self._keys = [_derived(k, b"nudge action tokens") for k in _keys(key)]
+        self._ttl = ttl
 
     def issue(self, claims: dict[str, str]) -> str:
-        payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode())
-        body = payload.decode().rstrip("=")
-        return f"{body}.{self._signature(body)}"
+        expires = int(time.time() + self._ttl.total_seconds())
+        payload = json.dumps({**claims, "e": str(expires)}, separators=(",", ":")).encode()
+        body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+        return f"{body}.{self._signature(self._keys[0], body)}"
 
     def verify(self, token: str) -> dict[str, str] | None:
-        """The claims of a token this server issued, or None for anything else."""
+        """The claims of a token this server issued, or None for anything else (expired
+        tokens included: check ``expired``)."""
         body, _, signature = token.partition(".")
-        if not body or not hmac.compare_digest(signature, self._signature(body)):
+        if not body or not any(
+            hmac.compare_digest(signature, self._signature(key, body)) for key in self._keys
+        ):
             return None
         try:
             claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         except ValueError:
             return None
-        return claims if isinstance(claims, dict) else None
+        if not isinstance(claims, dict) or not all(isinstance(v, str) for v in claims.values()):
+            return None
+        return claims
 
-    def _signature(self, body: str) -> str:
-        digest = hmac.new(self._key, body.encode(), hashlib.sha256).digest()
+    @staticmethod
+    def expired(claims: dict[str, str], now: float | None = None) -> bool:
+        expires = claims.get("e", "")
+        return not expires.isdigit() or int(expires) < (time.time() if now is None else now)
+
+    @staticmethod
+    def _signature(key: bytes, body: str) -> str:
+        digest = hmac.new(key, body.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")

@@ -198,6 +198,8 @@ class FollowUpRecordActivities:
                         "r": record.reconciliation_id,
                         "a": button.action,
                         "c": contact.external_id,
+                        # A record that comes back is followed anew: old buttons stay old.
+                        "g": str(record.generation),
                     }
                 )
                 button.url = f"{self._public_url}/v1/actions/{token}"

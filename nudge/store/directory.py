@@ -219,3 +219,19 @@ async def external_id_of(session: AsyncSession, contact_id: str) -> str:
     """The id a contact has in the tenant's systems, from the row id tables refer to."""
     contact = await session.get_one(Contact, contact_id)
     return contact.external_id
+
+
+async def reseal_everything(session: AsyncSession, box: SecretBox) -> int:
+    """Encrypt every secret and channel credential of every tenant with the newest key
+    (`nudge secrets rotate`); the number of values resealed."""
+    count = 0
+    for secret in (await session.execute(select(Secret))).scalars():
+        secret.sealed_value = box.reseal(secret.sealed_value)
+        count += 1
+    channels = await session.execute(select(Channel).where(Channel.sealed_credentials.is_not(None)))
+    for channel in channels.scalars():
+        assert channel.sealed_credentials is not None
+        channel.sealed_credentials = box.reseal(channel.sealed_credentials)
+        count += 1
+    await session.flush()
+    return count

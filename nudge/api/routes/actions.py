@@ -28,6 +28,8 @@ def _claims(request: Request, token: str) -> dict[str, str]:
     claims = tokens.verify(token)
     if claims is None or not {"t", "f", "r", "a", "c"} <= claims.keys():
         raise NotFound("action", "this link")
+    if tokens.expired(claims):
+        raise Conflict("this link has expired; use the newest reminder's button")
     return claims
 
 
@@ -53,6 +55,8 @@ async def press(
     record = await find_record(session, claims["t"], claims["f"], claims["r"])
     if tenant is None or record is None:
         raise NotFound("action", "this link")
+    if claims.get("g", "1") != str(record.generation):
+        raise Conflict(f"this button is from an earlier round of reminders for {claims['r']}")
     if record.state != "following":
         raise Conflict(f"the follow-up of {claims['r']} has already ended ({record.state})")
     pressed = ButtonPress(action=claims["a"], by=f"contact {claims['c']}")
