@@ -6,10 +6,14 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from limits import parse
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
+
+# Where rate-limit counters may live: one process's memory, or Redis shared by every API process.
+RATE_LIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+cluster", "redis+sentinel")
 
 
 class Settings(BaseSettings):
@@ -45,6 +49,43 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where rate-limit counters live: `memory://` (one API process) or"
+        " `redis://host:6379` (shared, so limits hold across API processes).",
+    )
+    rate_limit_key_prefix: str = Field(
+        default="nudge", min_length=1, description="Prefix of every rate-limit counter's key."
+    )
+    rate_limit_events: str = Field(
+        default="200/second",
+        description="Events per tenant, all `POST /v1/events/*` routes together.",
+    )
+    rate_limit_notifications: str = Field(
+        default="50/second", description="Sends (`POST /v1/notifications`) per tenant."
+    )
+    rate_limit_poll: str = Field(
+        default="10/minute",
+        description="Poll-now requests (`POST /v1/followups/{id}/poll`) per follow-up.",
+    )
+
+    @field_validator("rate_limit_events", "rate_limit_notifications", "rate_limit_poll")
+    @classmethod
+    def _a_rate_limit(cls, value: str) -> str:
+        # The `limits` syntax: "200/second", "50 per second", "10/minute", "1000/2 hours".
+        if parse(value).amount < 1:  # parse's ValueError names the string it could not read
+            raise ValueError(f"{value!r} lets nothing through; allow at least 1")
+        return value.strip()
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _a_rate_limit_storage(cls, value: str) -> str:
+        scheme = value.partition("://")[0].removeprefix("async+")
+        if "://" not in value or scheme not in RATE_LIMIT_SCHEMES:
+            raise ValueError(
+                f"{value!r} is no rate-limit storage; use memory:// or redis://host:port"
+            )
+        return value
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -17,6 +17,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -42,6 +43,7 @@ NUDGE_SERVICES = ("migrate", "api", "worker")
 ONE_SHOT_SERVICES = ("temporal-schema", "temporal-setup", "migrate")
 EXPECTED_SERVICES = {
     "postgres",
+    "redis",
     "temporal-schema",
     "temporal",
     "temporal-setup",
@@ -58,7 +60,7 @@ START_ORDER = {
     "temporal-setup": {"temporal": HEALTHY},
     "temporal-ui": {"temporal": HEALTHY},
     "migrate": {"postgres": HEALTHY},
-    "api": {"migrate": COMPLETED, "temporal-setup": COMPLETED},
+    "api": {"migrate": COMPLETED, "temporal-setup": COMPLETED, "redis": HEALTHY},
     "worker": {"migrate": COMPLETED, "temporal-setup": COMPLETED},
 }
 
@@ -253,6 +255,7 @@ def test_images_are_the_expected_products(services: dict[str, Any]) -> None:
     }
     assert repository == {
         "postgres": "postgres",
+        "redis": "redis",
         "temporal-schema": "temporalio/admin-tools",
         "temporal": "temporalio/server",
         "temporal-setup": "temporalio/admin-tools",
@@ -261,6 +264,8 @@ def test_images_are_the_expected_products(services: dict[str, Any]) -> None:
     postgres_tag = image_tag(services["postgres"]["image"])[1]
     assert re.match(r"^16\.\d+", postgres_tag), "PostgreSQL 16, pinned to a minor release"
     assert not any("auto-setup" in str(s.get("image")) for s in services.values())
+    redis_tag = image_tag(services["redis"]["image"])[1]
+    assert re.match(r"^\d+\.\d+\.\d+(-[a-z0-9.]+)?$", redis_tag), "Redis pinned to a patch release"
 
 
 def test_temporal_server_and_admin_tools_are_the_same_release(services: dict[str, Any]) -> None:
@@ -284,6 +289,10 @@ def test_health_checks(services: dict[str, Any]) -> None:
     assert api[:3] == ["CMD", "python", "-c"], "the slim image has Python, not curl"
     assert "http://localhost:8000/healthz" in api[3]
     compile(api[3], "<api healthcheck>", "exec")  # the one-liner is valid Python
+
+    redis = healthcheck_command(services["redis"])
+    assert redis[0] in ("CMD", "CMD-SHELL")
+    assert "redis-cli" in " ".join(redis) and "ping" in " ".join(redis)
 
 
 @pytest.mark.parametrize(("name", "expected"), sorted(START_ORDER.items()))
@@ -317,7 +326,7 @@ def test_one_shot_jobs_are_not_restarted(services: dict[str, Any], name: str) ->
     assert services[name].get("restart") == "no"
 
 
-@pytest.mark.parametrize("name", ["postgres", "temporal", "temporal-ui", "api", "worker"])
+@pytest.mark.parametrize("name", ["postgres", "redis", "temporal", "temporal-ui", "api", "worker"])
 def test_long_running_services_restart(services: dict[str, Any], name: str) -> None:
     assert services[name].get("restart") in ("always", "unless-stopped")
 
@@ -338,6 +347,7 @@ def test_published_ports(services: dict[str, Any]) -> None:
         "temporal"
     )
     assert not services["postgres"].get("ports"), "PostgreSQL stays on the compose network"
+    assert not services["redis"].get("ports"), "Redis stays on the compose network"
 
 
 def test_postgres_keeps_its_data_in_a_named_volume(compose: dict[str, Any]) -> None:
@@ -455,6 +465,25 @@ def test_the_compose_environment_is_valid_production_settings(
     assert url.username == postgres["POSTGRES_USER"]
     assert url.password == postgres["POSTGRES_PASSWORD"]
     assert url.database == postgres["POSTGRES_DB"]
+
+
+def test_the_api_counts_rate_limits_in_the_compose_redis(
+    services: dict[str, Any], raw: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(environment(services["api"]), monkeypatch)
+    storage = urlsplit(settings.rate_limit_storage)
+    assert storage.scheme == "redis"
+    assert storage.hostname in services and storage.hostname == "redis"
+    assert str(storage.port) in {str(p) for p in services["redis"].get("expose") or []}
+
+    # The limits an operator may set default to what Settings itself defaults to.
+    raw_env = environment(raw["services"]["api"])
+    for name in ("events", "notifications", "poll"):
+        key = f"NUDGE_RATE_LIMIT_{name.upper()}"
+        [(variable, op, default)] = references(raw_env[key])
+        assert (variable, op) == (key, ":-")
+        assert default == Settings.model_fields[f"rate_limit_{name}"].default
+        assert getattr(settings, f"rate_limit_{name}") == default
 
 
 def test_every_variable_production_requires_is_set_and_fails_fast(

@@ -12,6 +12,7 @@ from temporalio.client import Client
 from nudge import __version__
 from nudge.api.body_limit import BodyLimit
 from nudge.api.errors import install_error_handlers
+from nudge.api.rate_limits import RateLimits
 from nudge.api.routes import (
     actions,
     api_keys,
@@ -57,6 +58,7 @@ def create_app(
         app.state.temporal = temporal or await connect(settings)
         app.state.box = SecretBox(settings.secret_key_value())
         app.state.tokens = ActionTokens(settings.secret_key_value())
+        app.state.rate_limits = RateLimits(settings)
         try:
             yield
         finally:

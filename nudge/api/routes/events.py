@@ -6,11 +6,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Iterable
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, status
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.api.deps import ServiceDep, SessionDep, SessionsDep, SettingsDep, TemporalDep
+from nudge.api.rate_limits import RATE_LIMITED, limit_events
 from nudge.errors import Conflict, InvalidInput, NotFound
 from nudge.models.events import (
     AssignmentAccepted,
@@ -32,7 +33,13 @@ from nudge.store.tenants import Principal
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/events", tags=["events"])
+# One limit for every event route of a tenant, checked before the route reads or stores anything.
+router = APIRouter(
+    prefix="/v1/events",
+    tags=["events"],
+    dependencies=[Depends(limit_events)],
+    responses=RATE_LIMITED,
+)
 
 # Runs started or signalled at once for one event: enough for dozens of journeys, and well
 # under the database pool (each start commits its enrollment in a session of its own).

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.api.deps import AdminDep, SessionDep, SettingsDep, TemporalDep
+from nudge.api.rate_limits import RATE_LIMITED, limit_poll
 from nudge.errors import Conflict
 from nudge.models.followup_bundle import (
     FollowUpImportReport,
@@ -221,7 +222,12 @@ async def deactivate(
     return await _set_status(followup_id, "inactive", principal, session, temporal, settings)
 
 
-@router.post("/{followup_id}/poll", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{followup_id}/poll",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(limit_poll)],
+    responses=RATE_LIMITED,
+)
 async def poll_now(
     followup_id: FollowUpId, principal: AdminDep, session: SessionDep, temporal: TemporalDep
 ) -> dict[str, str]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Depends, Path, Response, status
 
 from nudge.api.deps import ServiceDep, SessionDep, SessionsDep, SettingsDep, TemporalDep
+from nudge.api.rate_limits import RATE_LIMITED, limit_notifications
 from nudge.models.notifications import NotificationCreate, NotificationPublic
 from nudge.models.tables import Notification
 from nudge.naming import notification_workflow_id
@@ -32,7 +33,12 @@ def notification_public(n: Notification, contact: str, tenant: str) -> Notificat
     )
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(limit_notifications)],
+    responses=RATE_LIMITED,
+)
 async def send_notification(
     body: NotificationCreate,
     principal: ServiceDep,
