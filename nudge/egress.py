@@ -147,16 +147,19 @@ class EgressTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def tenant_http_client(policy: EgressPolicy, **options: Any) -> httpx.AsyncClient:
+def tenant_http_client(
+    policy: EgressPolicy, *, follow_redirects: bool = False, **options: Any
+) -> httpx.AsyncClient:
     """The one HTTP client for calls made on behalf of tenants.
 
-    Library retries stay off (every attempt is Temporal's, visible in history); redirects are
-    followed a few hops, each one checked by the policy like the first request.
+    Library retries stay off (every attempt is Temporal's, visible in history). Redirects are
+    not followed unless asked for (a tenant's secret header would travel with them); when
+    they are, each hop is checked by the policy like the first request.
     """
     inner = httpx.AsyncHTTPTransport(retries=0)
     return httpx.AsyncClient(
         transport=EgressTransport(policy, inner),
-        follow_redirects=True,
+        follow_redirects=follow_redirects,
         max_redirects=_MAX_REDIRECTS,
         **options,
     )

@@ -24,11 +24,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from nudge.api.app import create_app
+from nudge.egress import EgressPolicy, tenant_http_client
 from nudge.models.db import create_engine, migrate, session_factory, transaction
 from nudge.naming import ALL_SEARCH_ATTRIBUTES
 from nudge.security import SecretBox
 from nudge.settings import Settings
 from nudge.store.tenants import ROLES, create_api_key, create_tenant
+from tests.utils.egress import LOOPBACK_ALLOWED
 from tests.utils.receivers import smtp_sink, webhook_receiver  # noqa: F401  (fixtures)
 
 BIN = Path(sys.executable).parent
@@ -79,6 +81,8 @@ def settings(database_url: str, secret_key: str, tmp_path: Path) -> Settings:
         secret_key=secret_key,
         task_queue=f"test-{uuid.uuid4().hex[:8]}",
         public_url="http://nudge.test",
+        # Every receiver of the suite listens on loopback; production allows none of it.
+        egress_allow=LOOPBACK_ALLOWED,
     )
 
 
@@ -180,7 +184,7 @@ async def worker(
     """A worker with the real activities on this test's task queue."""
     from nudge.workers.worker import activities_for, build_worker
 
-    async with httpx.AsyncClient() as http:
+    async with tenant_http_client(EgressPolicy.parse(settings.egress_allow)) as http:
         worker = build_worker(
             time_env.client, settings.task_queue, activities_for(settings, sessions, box, http)
         )

@@ -29,6 +29,7 @@ from nudge.messaging.channels.webhook import WebhookChannel, encode_body
 from nudge.models.channels import EmailConfig, WebhookConfig
 from nudge.models.messages import Button, Card, CardMessage, Image, ImageMessage, TextMessage
 from nudge.security import sign, signature_is_valid
+from tests.utils.egress import LOOPBACK, loopback_http
 from tests.utils.receivers import (
     ReceivedRequest,
     Reply,
@@ -78,7 +79,7 @@ def outbound(
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+    async with loopback_http() as client:
         yield client
 
 
@@ -115,7 +116,7 @@ def email_config(port: int, **config: Any) -> EmailConfig:
 
 
 def email(port: int, **config: Any) -> EmailChannel:
-    return EmailChannel(email_config(port, **config))
+    return EmailChannel(email_config(port, **config), LOOPBACK)
 
 
 def parts(message: EmailMessage) -> tuple[str, str]:
@@ -397,7 +398,7 @@ async def test_email_logs_in_with_the_password_from_credentials(
             "username": "nudge",
             "from_address": "noreply@nudge.example.com",
         }
-        channel = build_sender("email", settings, {"password": "pw"}, http)
+        channel = build_sender("email", settings, {"password": "pw"}, http, LOOPBACK)
 
         await channel.send(outbound())
 
@@ -472,17 +473,19 @@ async def test_log_channel_logs_one_line(caplog: pytest.LogCaptureFixture) -> No
 
 
 async def test_registry_builds_each_channel_type(http: httpx.AsyncClient) -> None:
-    assert isinstance(build_sender("log", {}, {}, http), LogChannel)
+    assert isinstance(build_sender("log", {}, {}, http, LOOPBACK), LogChannel)
     webhook_config = {"url": "https://hooks.example.com/x"}
-    assert isinstance(build_sender("webhook", webhook_config, {}, http), WebhookChannel)
+    assert isinstance(build_sender("webhook", webhook_config, {}, http, LOOPBACK), WebhookChannel)
     smtp_config = {"host": "smtp.example.com", "from_address": "a@example.com"}
-    assert isinstance(build_sender("email", smtp_config, {}, http), EmailChannel)
+    assert isinstance(build_sender("email", smtp_config, {}, http, LOOPBACK), EmailChannel)
 
 
 async def test_registry_passes_credentials_to_the_channel(
     webhook_receiver: WebhookReceiver, http: httpx.AsyncClient
 ) -> None:
-    sender = build_sender("webhook", {"url": webhook_receiver.url}, {"secret": "s3cret"}, http)
+    sender = build_sender(
+        "webhook", {"url": webhook_receiver.url}, {"secret": "s3cret"}, http, LOOPBACK
+    )
 
     await sender.send(outbound())
 
@@ -503,7 +506,7 @@ async def test_registry_refuses_unknown_type_and_invalid_config(
     http: httpx.AsyncClient, channel_type: str, config: dict[str, Any]
 ) -> None:
     with pytest.raises(ValueError):
-        build_sender(channel_type, config, {}, http)
+        build_sender(channel_type, config, {}, http, LOOPBACK)
 
 
 def test_webhook_body_is_compact_utf8_json() -> None:

@@ -66,7 +66,7 @@ def test_the_allow_list_takes_cidrs_and_host_names() -> None:
 
 
 async def _call(policy: EgressPolicy, url: str) -> httpx.Response:
-    async with tenant_http_client(policy, timeout=5) as http:
+    async with tenant_http_client(policy, follow_redirects=True, timeout=5) as http:
         return await http.get(url)
 
 

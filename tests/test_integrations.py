@@ -14,6 +14,7 @@ from nudge.integrations.attributes import AttributeChanges, apply_set_attributes
 from nudge.integrations.calls import IntegrationError, call_integration, redact
 from nudge.models.integrations import Integration, SetAttribute
 from nudge.templating import TemplateProblem
+from tests.utils.egress import loopback_http
 from tests.utils.receivers import Reply, WebhookReceiver, free_port
 
 TOKEN = "s3cr3t-itsm-token"
@@ -30,7 +31,7 @@ RECORD = {"followup": {"data": {"number": "INC001", "owner": "ada lovelace"}}}
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+    async with loopback_http() as client:
         yield client
 
 

@@ -23,6 +23,7 @@ from nudge.security import SecretBox
 from nudge.settings import Settings
 from nudge.workers.worker import build_worker
 from tests.conftest import TenantKeys, problems
+from tests.utils.egress import LOOPBACK, loopback_http
 from tests.utils.histories import keep_history
 from tests.utils.receivers import SmtpSink, WebhookReceiver
 
@@ -207,9 +208,9 @@ async def crashing_worker(
     box: SecretBox,
     time_env: WorkflowEnvironment,
 ) -> AsyncIterator[None]:
-    async with httpx.AsyncClient() as http:
+    async with loopback_http() as http:
         activities = NotificationActivities(
-            sessions, CrashAfterProviderAccepted(sessions, box, http)
+            sessions, CrashAfterProviderAccepted(sessions, box, http, LOOPBACK)
         )
         worker = build_worker(
             time_env.client,

@@ -24,6 +24,7 @@ from nudge.models.channels import SlackChannelPut, SlackConfig, split_credential
 from nudge.models.messages import Button, Card, CardMessage, Image, ImageMessage, TextMessage
 from nudge.models.tables import Channel
 from tests.conftest import TenantKeys, problems
+from tests.utils.egress import LOOPBACK, loopback_http
 from tests.utils.receivers import Reply, WebhookReceiver, free_port
 
 # The part of a Slack webhook URL that makes it a credential.
@@ -33,7 +34,7 @@ PAY_URL = "https://nudge.example.com/v1/actions/t1"
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+    async with loopback_http() as client:
         yield client
 
 
@@ -322,7 +323,11 @@ async def test_registry_takes_the_webhook_url_from_credentials(
     webhook_receiver: WebhookReceiver, http: httpx.AsyncClient
 ) -> None:
     sender = build_sender(
-        "slack", {"username": "Nudge"}, {"webhook_url": slack_url(webhook_receiver)}, http
+        "slack",
+        {"username": "Nudge"},
+        {"webhook_url": slack_url(webhook_receiver)},
+        http,
+        LOOPBACK,
     )
 
     await sender.send(outbound(TextMessage(text="hi")))
@@ -345,7 +350,7 @@ async def test_registry_refuses_invalid_slack_config(
     http: httpx.AsyncClient, config: dict[str, Any], credentials: dict[str, str]
 ) -> None:
     with pytest.raises(ValueError):
-        build_sender("slack", config, credentials, http)
+        build_sender("slack", config, credentials, http, LOOPBACK)
 
 
 def test_split_credentials_keeps_the_webhook_url_out_of_the_public_config() -> None:

@@ -35,6 +35,8 @@ KILL_AFTER_SECONDS = 8.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
 DEMO_KEY_FILE = "demo-api-key"
+# Loopback, for the sample ITSM and receivers on this machine (NUDGE_EGRESS_ALLOW).
+DEV_EGRESS_ALLOW = "127.0.0.0/8,::1,localhost"
 
 SignalHandler = Callable[[int, FrameType | None], object] | int | None
 
@@ -208,6 +210,8 @@ class DevStack:
             NUDGE_SECRET_KEY=self.settings.secret_key_value(),
         )
         env.setdefault("NUDGE_PUBLIC_URL", f"http://{LOOPBACK}:{self.api_port}")
+        # The sample ITSM and local receivers live on this machine; production allows none.
+        env.setdefault("NUDGE_EGRESS_ALLOW", DEV_EGRESS_ALLOW)
         # Log lines should reach the terminal (or a pipe) as they happen.
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
@@ -288,6 +292,8 @@ class DevStack:
             ("Data dir", str(self.data_dir)),
             ("Temporal log", str(self.temporal_log)),
         ]
+        allowed = os.environ.get("NUDGE_EGRESS_ALLOW", DEV_EGRESS_ALLOW) or "public only"
+        rows.append(("Outbound calls", f"may also reach {allowed} (development only)"))
         if self.settings.time_scale != 1:
             rows.append(("Time scale", f"{self.settings.time_scale:g}x faster schedules"))
         width = max(len(label) for label, _ in rows)

@@ -16,6 +16,7 @@ from urllib.parse import quote, quote_plus
 import httpx
 from temporalio.exceptions import ApplicationError
 
+from nudge.egress import EgressRefused
 from nudge.integrations.rendering import render_template
 from nudge.models.integrations import Integration
 from nudge.templating import TemplateProblem
@@ -189,6 +190,8 @@ async def _send(
         # httpx's timeout applies per phase; this makes it a deadline for the whole call.
         async with asyncio.timeout(timeout):
             return await http.send(request, follow_redirects=False)
+    except EgressRefused as exc:
+        raise fail(str(exc), retryable=False) from None
     except (httpx.TimeoutException, TimeoutError):
         raise fail(f"timed out after {timeout:g} s ({where})", retryable=True) from None
     except httpx.LocalProtocolError as exc:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.exceptions import ApplicationError
 
+from nudge.egress import EgressPolicy
 from nudge.messaging.channels.base import ChannelError, Outbound
 from nudge.messaging.channels.registry import build_sender
 from nudge.models.db import transaction
@@ -38,10 +39,15 @@ class Deliverer:
     """Sends through a tenant's channel; a retried call never sends what was accepted."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], box: SecretBox, http: httpx.AsyncClient
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        box: SecretBox,
+        http: httpx.AsyncClient,
+        egress: EgressPolicy,
     ) -> None:
         self._sessions = sessions
         self._box = box
+        self._egress = egress
         self._http = http
 
     async def deliver(
@@ -84,7 +90,11 @@ class Deliverer:
 
     async def _send(self, delivery: Delivery, channel: Channel, outbound: Outbound) -> None:
         sender = build_sender(
-            channel.type, channel.config, channel_credentials(channel, self._box), self._http
+            channel.type,
+            channel.config,
+            channel_credentials(channel, self._box),
+            self._http,
+            self._egress,
         )
         try:
             receipt = await sender.send(outbound)

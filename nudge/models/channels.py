@@ -33,7 +33,8 @@ class LogConfig(_Strict):
 class WebhookConfig(_Strict):
     url: HttpUrl
     secret: SecretStr | None = Field(
-        default=None, description="Signs each body: `X-Nudge-Signature: t=<unix time>,v1=<hex HMAC>`."
+        default=None,
+        description="Signs each body: `X-Nudge-Signature: t=<unix time>,v1=<hex HMAC>`.",
     )
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10
 

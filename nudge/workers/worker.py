@@ -20,6 +20,7 @@ from nudge.activities.followup_poller import FollowUpPollerActivities
 from nudge.activities.followup_record import FollowUpRecordActivities
 from nudge.activities.journey import JourneyActivities
 from nudge.activities.notification import NotificationActivities
+from nudge.egress import EgressPolicy, tenant_http_client
 from nudge.messaging.delivery import Deliverer
 from nudge.models.db import create_engine, session_factory
 from nudge.security import ActionTokens, SecretBox
@@ -44,13 +45,17 @@ WORKFLOWS: Sequence[type] = (
 )
 
 
+def egress_policy(settings: Settings) -> EgressPolicy:
+    return EgressPolicy.parse(settings.egress_allow)
+
+
 def activities_for(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
     box: SecretBox,
     http: httpx.AsyncClient,
 ) -> list[Any]:
-    deliverer = Deliverer(sessions, box, http)
+    deliverer = Deliverer(sessions, box, http, egress_policy(settings))
     notifications = NotificationActivities(sessions, deliverer)
     poller = FollowUpPollerActivities(sessions, box, http, task_queue=settings.task_queue)
     records = FollowUpRecordActivities(
@@ -127,8 +132,9 @@ def build_worker(
 async def worker_resources(settings: Settings) -> AsyncIterator[list[Any]]:
     """The activities with their database engine and HTTP client, closed on exit."""
     engine = create_engine(settings.resolved_database_url)
-    # Our own retries are Temporal's: the HTTP client never retries by itself.
-    async with httpx.AsyncClient(follow_redirects=False) as http:
+    # The one client for tenants' traffic: checked destinations, no retries of its own
+    # (every attempt is Temporal's), no redirects followed (a secret header would follow).
+    async with tenant_http_client(egress_policy(settings)) as http:
         try:
             box = SecretBox(settings.secret_key_value())
             yield activities_for(settings, session_factory(engine), box, http)

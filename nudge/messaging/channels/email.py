@@ -6,12 +6,15 @@ import asyncio
 import hashlib
 import html
 import smtplib
+import socket
 import ssl
 from email import policy
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
+from typing import Any
 from urllib.parse import urlsplit
 
+from nudge.egress import EgressPolicy, EgressRefused, checked_socket
 from nudge.messaging.channels.base import (
     ChannelError,
     Outbound,
@@ -35,8 +38,9 @@ Message = TextMessage | CardMessage | ImageMessage
 class EmailChannel:
     """Sends a multipart/alternative (text + HTML) email to the recipient's address."""
 
-    def __init__(self, config: EmailConfig) -> None:
+    def __init__(self, config: EmailConfig, egress: EgressPolicy) -> None:
         self._config = config
+        self._egress = egress
 
     async def send(self, outbound: Outbound) -> Receipt:
         address = outbound.recipient.email
@@ -49,6 +53,8 @@ class EmailChannel:
             code, answer = await asyncio.to_thread(self._transmit, mail, address)
         except OSError as exc:  # smtplib's errors, timeouts and socket errors are all OSErrors
             raise self._channel_error(exc) from exc
+        except EgressRefused as exc:
+            raise ProviderRejected(str(exc)) from None
         return Receipt({"message_id": mail["Message-ID"], "smtp_code": code, "smtp_answer": answer})
 
     def _transmit(self, mail: EmailMessage, recipient: str) -> tuple[int, str]:
@@ -67,8 +73,10 @@ class EmailChannel:
     def _connect(self) -> smtplib.SMTP:
         host, port, timeout = self._config.host, self._config.port, self._config.timeout_seconds
         if self._config.security == "tls":
-            return smtplib.SMTP_SSL(host, port, timeout=timeout, context=self._tls_context())
-        return smtplib.SMTP(host, port, timeout=timeout)
+            return _CheckedSMTPSSL(
+                self._egress, host, port, timeout=timeout, context=self._tls_context()
+            )
+        return _CheckedSMTP(self._egress, host, port, timeout=timeout)
 
     def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
@@ -90,6 +98,27 @@ class EmailChannel:
             # e.g. no STARTTLS or AUTH offered: a configuration problem that retries won't fix.
             return ProviderRejected(f"{server}: {exc}")
         return ProviderUnavailable(f"{server} unreachable: {exc!r}")
+
+
+class _CheckedSMTP(smtplib.SMTP):
+    """SMTP to an address the egress policy checked (the name still used for TLS)."""
+
+    def __init__(self, egress: EgressPolicy, *args: Any, **kwargs: Any) -> None:
+        self._egress = egress  # before connecting, which the base class does at once
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return checked_socket(self._egress, host, port, timeout)
+
+
+class _CheckedSMTPSSL(smtplib.SMTP_SSL):
+    def __init__(self, egress: EgressPolicy, *args: Any, **kwargs: Any) -> None:
+        self._egress = egress
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        plain = checked_socket(self._egress, host, port, timeout)
+        return self.context.wrap_socket(plain, server_hostname=host)
 
 
 def _deliver(

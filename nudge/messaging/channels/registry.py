@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from nudge.egress import EgressPolicy
 from nudge.messaging.channels.base import ChannelSender
 from nudge.messaging.channels.email import EmailChannel
 from nudge.messaging.channels.log import LogChannel
@@ -14,14 +15,21 @@ from nudge.messaging.channels.slack import SlackChannel
 from nudge.messaging.channels.webhook import WebhookChannel
 from nudge.models.channels import EmailConfig, LogConfig, SlackConfig, WebhookConfig
 
-# Each builder receives the stored config with its credentials merged back in.
-SenderBuilder = Callable[[dict[str, Any], httpx.AsyncClient], ChannelSender]
+# Each builder receives the stored config with its credentials merged back in, the HTTP client
+# for tenants' traffic (it applies the egress policy) and the policy itself, for other protocols.
+SenderBuilder = Callable[[dict[str, Any], httpx.AsyncClient, EgressPolicy], ChannelSender]
 
 _BUILDERS: dict[str, SenderBuilder] = {
-    "log": lambda settings, http: LogChannel(LogConfig.model_validate(settings)),
-    "webhook": lambda settings, http: WebhookChannel(WebhookConfig.model_validate(settings), http),
-    "email": lambda settings, http: EmailChannel(EmailConfig.model_validate(settings)),
-    "slack": lambda settings, http: SlackChannel(SlackConfig.model_validate(settings), http),
+    "log": lambda settings, http, egress: LogChannel(LogConfig.model_validate(settings)),
+    "webhook": lambda settings, http, egress: WebhookChannel(
+        WebhookConfig.model_validate(settings), http
+    ),
+    "email": lambda settings, http, egress: EmailChannel(
+        EmailConfig.model_validate(settings), egress
+    ),
+    "slack": lambda settings, http, egress: SlackChannel(
+        SlackConfig.model_validate(settings), http
+    ),
 }
 
 
@@ -30,10 +38,11 @@ def build_sender(
     config: dict[str, Any],
     credentials: dict[str, str],
     http: httpx.AsyncClient,
+    egress: EgressPolicy,
 ) -> ChannelSender:
     """The sender for one channel. Raises ``ValueError`` for an unknown type or invalid config."""
     try:
         builder = _BUILDERS[channel_type]
     except KeyError:
         raise ValueError(f"unknown channel type {channel_type!r}") from None
-    return builder({**config, **credentials}, http)
+    return builder({**config, **credentials}, http, egress)

@@ -14,8 +14,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from nudge.egress import EgressRefused
 from nudge.messaging.channels.base import (
     Outbound,
+    ProviderRejected,
     ProviderUnavailable,
     Receipt,
     receipt_or_raise,
@@ -66,6 +68,8 @@ class SlackChannel:
                 # A redirect would carry the message to an address nobody configured.
                 follow_redirects=False,
             )
+        except EgressRefused as exc:
+            raise ProviderRejected(str(exc)) from None
         except httpx.TimeoutException as exc:
             raise ProviderUnavailable(f"Slack timed out after {timeout}s: {exc!r}") from exc
         except httpx.TransportError as exc:

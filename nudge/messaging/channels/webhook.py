@@ -6,8 +6,10 @@ import json
 
 import httpx
 
+from nudge.egress import EgressRefused
 from nudge.messaging.channels.base import (
     Outbound,
+    ProviderRejected,
     ProviderUnavailable,
     Receipt,
     Recipient,
@@ -35,6 +37,8 @@ class WebhookChannel:
                 # A redirect would carry the signed body to an address nobody configured.
                 follow_redirects=False,
             )
+        except EgressRefused as exc:
+            raise ProviderRejected(str(exc)) from None
         except httpx.TimeoutException as exc:
             raise ProviderUnavailable(
                 f"webhook timed out after {self._config.timeout_seconds}s: {exc!r}"
