@@ -157,3 +157,13 @@ def test_recipient_values_over_a_recipient_integration_response() -> None:
 def test_an_invalid_recipient_source_is_an_error() -> None:
     with pytest.raises(ExtractionError, match=r"recipient source 'a\.\.b'"):
         recipient_values("a..b", {})
+
+
+def test_an_id_longer_than_its_column_is_skipped_while_the_others_go_on() -> None:
+    items = [{"number": "X" * 201}, {"number": 10**250}, INC001, {"number": "Y" * 200}]
+    extraction = extract_records("tickets.result", "number", {"tickets": {"result": items}})
+    assert list(extraction.records) == ["INC001", "Y" * 200]
+    assert extraction.skipped == [
+        Skipped(0, "reconciliation id 'number' is 201 characters long; at most 200"),
+        Skipped(1, "reconciliation id 'number' is a number of 251 digits; at most 200"),
+    ]

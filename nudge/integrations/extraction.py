@@ -17,6 +17,10 @@ from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 
 
+# The column that keeps it (followup_records.reconciliation_id) holds 200 characters.
+MAX_RECONCILIATION_ID = 200
+
+
 class ExtractionError(ValueError):
     """An expression that cannot be evaluated, or a looping element that is not a list."""
 
@@ -122,10 +126,16 @@ def _record_id(value: Any) -> tuple[str | None, str]:
     if value is None:
         return None, "is missing or null"
     if isinstance(value, str):
-        return (value, "") if value.strip() else (None, "is empty")
+        if not value.strip():
+            return None, "is empty"
+        if len(value) > MAX_RECONCILIATION_ID:
+            return None, f"is {len(value)} characters long; at most {MAX_RECONCILIATION_ID}"
+        return value, ""
     text = _number_text(value)
     if text is None:
         return None, f"is {_json_type(value)}, not a string or number"
+    if len(text) > MAX_RECONCILIATION_ID:
+        return None, f"is a number of {len(text)} digits; at most {MAX_RECONCILIATION_ID}"
     return text, ""
 
 
