@@ -10,10 +10,18 @@ from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from nudge.models.journey_templates import TEMPLATES_DIR
 from tests.conftest import TenantKeys, problems
+from tests.utils.histories import (
+    activity_runs,
+    scheduled,
+    signals_handled,
+    signals_received,
+    waiting_on_a_timer,
+)
 from tests.utils.journeys import (
     ask,
     at_step,
@@ -23,12 +31,13 @@ from tests.utils.journeys import (
     in_progress,
     journey,
     message,
-    quiet,
+    run_of,
     send,
     sent_texts,
     setup_contact,
 )
 from tests.utils.receivers import WebhookReceiver
+from tests.utils.waiting import eventually, received
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -66,7 +75,10 @@ def nurture(*exit_conditions: str) -> dict[str, Any]:
 
 
 async def test_an_incoming_message_starts_the_journeys_whose_keywords_it_has(
-    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
 ) -> None:
     await setup_contact(api, tenant, webhook_receiver)
     support = await create(api, tenant, by_message("Support", "help", "broken"))
@@ -81,19 +93,31 @@ async def test_an_incoming_message_starts_the_journeys_whose_keywords_it_has(
 
     # Whole words only: "offerings" is not "offer".
     unmatched = await message(api, tenant, "any offerings?", "m-2")
-    assert unmatched["journeys_started"] == []
-    assert offers["id"] not in [e["journey_id"] for e in await in_progress(api, tenant)]
-    await quiet(webhook_receiver, 2)
+    assert (unmatched["journeys_started"], unmatched["journeys_notified"]) == ([], [support["id"]])
+    # It answered Support's question instead; only Support ever had an enrollment.
+    support_run = run_of(time_env, tenant, support["id"])
+    assert await support_run.result() == "completed"
+    assert await scheduled(support_run, "send_journey_message") == ["completed"] * 2
+    everything = await in_progress(api, tenant, include_ended=True)
+    assert offers["id"] not in [e["journey_id"] for e in everything]
+    assert [e["journey_id"] for e in everything] == [support["id"]]
+    assert len(webhook_receiver.requests) == 2
 
 
 async def test_a_repeated_message_id_does_nothing_more(
-    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
 ) -> None:
     await setup_contact(api, tenant, webhook_receiver)
     anything = await create(api, tenant, by_message("Anything"))  # no keywords: any message
     first = await message(api, tenant, "hello", "m-1")
     assert first["journeys_started"] == [anything["id"]]
     await at_step(api, tenant, anything["id"], "question")
+    run = run_of(time_env, tenant, anything["id"])
+    await eventually(lambda: waiting_on_a_timer(run), message="the run waits for an answer")
+    signals = await signals_received(run)
 
     repeated = await message(api, tenant, "hello", "m-1")
     assert repeated == {
@@ -103,7 +127,9 @@ async def test_a_repeated_message_id_does_nothing_more(
         "journeys_notified": [],
     }
     # Had it been delivered, it would have answered the question and ended the journey.
-    await quiet(webhook_receiver, 2)
+    assert await signals_received(run) == signals
+    assert await waiting_on_a_timer(run)
+    assert len(webhook_receiver.requests) == 2
     [still] = await in_progress(api, tenant)
     assert (still["state"], still["current_step"]) == ("active", "question")
     history = await api.get("/v1/contacts/ada/messages", headers=tenant.headers())
@@ -111,7 +137,10 @@ async def test_a_repeated_message_id_does_nothing_more(
 
 
 async def test_a_message_answers_the_question_it_started_and_does_not_restart_it(
-    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
 ) -> None:
     await setup_contact(api, tenant, webhook_receiver)
     chat = await create(
@@ -125,7 +154,11 @@ async def test_a_message_answers_the_question_it_started_and_does_not_restart_it
     assert (answered["journeys_notified"], answered["journeys_started"]) == ([chat["id"]], [])
     done = await ended(api, tenant, chat["id"])
     assert done["state"] == "completed"
-    await quiet(webhook_receiver, 2)
+    run = run_of(time_env, tenant, chat["id"])
+    assert await run.result() == "completed"
+    assert await scheduled(run, "send_journey_message") == ["completed"] * 2
+    assert [e["id"] for e in await in_progress(api, tenant, include_ended=True)] == [done["id"]]
+    assert len(webhook_receiver.requests) == 2
 
 
 async def test_many_published_journeys_are_started_at_once(
@@ -146,7 +179,10 @@ async def test_many_published_journeys_are_started_at_once(
 
 
 async def test_contacts_ejected_by_a_stop_are_not_started_again_by_messages(
-    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
 ) -> None:
     await setup_contact(api, tenant, webhook_receiver)
     chat = await create(api, tenant, by_message("Chat", "hi"))
@@ -158,7 +194,13 @@ async def test_contacts_ejected_by_a_stop_are_not_started_again_by_messages(
 
     again = await message(api, tenant, "hi again", "m-2")
     assert again["journeys_started"] == []
-    await quiet(webhook_receiver, 2)
+    # The newest run for Ada is still the stopped one: no new one was started.
+    run = run_of(time_env, tenant, chat["id"])
+    assert await run.result() == "stopped"
+    [only] = await in_progress(api, tenant, include_ended=True)
+    assert only["state"] == "stopped"
+    assert await scheduled(run, "send_journey_message") == ["completed"] * 2
+    assert len(webhook_receiver.requests) == 2
 
 
 async def test_an_event_for_an_unknown_contact_is_refused(
@@ -200,8 +242,11 @@ async def test_an_incoming_message_during_a_wait_ends_the_journey(
         "exit condition",
         "incoming message",
     )
-    await time_env.sleep(timedelta(hours=2))
-    await quiet(webhook_receiver, 1)
+    # Waiting for the result skips time: a run still in its wait would go on to "later".
+    handle = run_of(time_env, tenant, run["id"])
+    assert await handle.result() == "exited"
+    assert await scheduled(handle, "send_journey_message") == ["completed"]
+    assert len(webhook_receiver.requests) == 1
 
 
 async def test_without_the_exit_condition_a_message_changes_nothing(
@@ -214,8 +259,14 @@ async def test_without_the_exit_condition_a_message_changes_nothing(
     run = await create(api, tenant, nurture("outgoing_message"))
     await enroll(api, tenant, run["id"])
     await at_step(api, tenant, run["id"], "pause")
+    handle = run_of(time_env, tenant, run["id"])
+    await eventually(lambda: waiting_on_a_timer(handle), message="the run waits")
+    before = [a.name for a in await activity_runs(handle)]
     await message(api, tenant, "thanks", "m-1")
-    await asyncio.sleep(0.3)
+    # The run took the message in and went on waiting: nothing scheduled, nothing ended.
+    await eventually(lambda: signals_handled(handle), message="the run takes the message in")
+    assert [a.name for a in await activity_runs(handle)] == before
+    assert await waiting_on_a_timer(handle)
     [still] = await in_progress(api, tenant)
     assert (still["state"], still["current_step"]) == ("active", "pause")
 
@@ -225,17 +276,22 @@ async def test_without_the_exit_condition_a_message_changes_nothing(
 
 
 async def test_an_agents_message_ends_it_but_nudges_own_message_echoed_back_does_not(
-    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
 ) -> None:
     await setup_contact(api, tenant, webhook_receiver)
     run = await create(api, tenant, nurture("outgoing_message"))
     await enroll(api, tenant, run["id"])
     await at_step(api, tenant, run["id"], "pause")
-    [hello] = await asyncio.to_thread(webhook_receiver.wait_for, 1)
+    [hello] = await received(webhook_receiver, 1)
 
     echo = await message(api, tenant, "Hello", hello.json["idempotency_key"], direction="outgoing")
     assert (echo["status"], echo["journeys_notified"]) == ("duplicate", [])
-    await asyncio.sleep(0.3)
+    handle = run_of(time_env, tenant, run["id"])
+    assert await signals_received(handle) == 0  # the echo never reached the run
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
     assert [e["state"] for e in await in_progress(api, tenant)] == ["active"]
 
     agent = await message(api, tenant, "Hi, Grace here", "agent-1", direction="outgoing")
@@ -247,12 +303,18 @@ async def test_an_agents_message_ends_it_but_nudges_own_message_echoed_back_does
 
 
 async def test_a_manual_assignment_ends_the_journey_an_automatic_one_does_not(
-    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
 ) -> None:
     await setup_contact(api, tenant, webhook_receiver)
     run = await create(api, tenant, nurture("manual_assignment"))
     await enroll(api, tenant, run["id"])
     await at_step(api, tenant, run["id"], "pause")
+    handle = run_of(time_env, tenant, run["id"])
+    await eventually(lambda: waiting_on_a_timer(handle), message="the run waits")
+    before = [a.name for a in await activity_runs(handle)]
     service = tenant.headers("service")
 
     automatic = await api.post(
@@ -262,7 +324,10 @@ async def test_a_manual_assignment_ends_the_journey_an_automatic_one_does_not(
     )
     assert automatic.status_code == 202, automatic.text
     assert automatic.json()["journeys_notified"] == [run["id"]]
-    await asyncio.sleep(0.3)
+    # The run took the assignment in and went on waiting: nothing scheduled, nothing ended.
+    await eventually(lambda: signals_handled(handle), message="the run takes it in")
+    assert [a.name for a in await activity_runs(handle)] == before
+    assert await waiting_on_a_timer(handle)
     assert [e["state"] for e in await in_progress(api, tenant)] == ["active"]
 
     manual = await api.post(
@@ -277,14 +342,19 @@ async def test_a_manual_assignment_ends_the_journey_an_automatic_one_does_not(
         "exit condition",
         "manual assignment to grace",
     )
-    await quiet(webhook_receiver, 1)
+    assert await handle.result() == "exited"
+    assert await scheduled(handle, "send_journey_message") == ["completed"]
+    assert len(webhook_receiver.requests) == 1
 
 
 # The chat menu -------------------------------------------------------------------------------
 
 
 async def test_walking_the_chat_menu_into_product_and_back(
-    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
 ) -> None:
     await setup_contact(api, tenant, webhook_receiver)
     template = json.loads((TEMPLATES_DIR / "chat-menu.json").read_text())
@@ -327,10 +397,12 @@ async def test_walking_the_chat_menu_into_product_and_back(
     await message(api, tenant, "4", "m-5")  # talk to sales: the inbox is told to assign
     done = await ended(api, tenant, ids["talk to sales"])
     assert done["state"] == "completed"
-    received = await asyncio.to_thread(webhook_receiver.wait_for, 8)
-    assert received[6].json["message"]["text"].startswith("Thanks! Someone from our sales team")
-    assert received[7].json["channel"] == "inbox"
-    assert received[7].json["message"]["text"] == "Assign Ada to the queue sales"
-    assert received[7].json["source"]["assignment"] == {"assignee": "sales", "kind": "queue"}
-    await quiet(webhook_receiver, 8)
+    sent = await received(webhook_receiver, 8)
+    assert sent[6].json["message"]["text"].startswith("Thanks! Someone from our sales team")
+    assert sent[7].json["channel"] == "inbox"
+    assert sent[7].json["message"]["text"] == "Assign Ada to the queue sales"
+    assert sent[7].json["source"]["assignment"] == {"assignee": "sales", "kind": "queue"}
+    # The last journey of the walk has closed, and nothing is active: that was all.
+    assert await run_of(time_env, tenant, ids["talk to sales"]).result() == "completed"
     assert await in_progress(api, tenant) == []
+    assert len(webhook_receiver.requests) == 8

@@ -6,8 +6,6 @@ Each test has a Temporal server of its own (`own_time_env`): several runs stay o
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +29,7 @@ from nudge.models.signals import (
     STOP_ENROLLMENT,
     Signal,
 )
-from nudge.models.tables import Contact, Enrollment, utcnow
+from nudge.models.tables import Contact, Delivery, Enrollment, utcnow
 from nudge.naming import CONTACT, JOURNEY, KIND, TENANT, journey_workflow_id
 from nudge.runs.journeys import enroll, signal_enrollment, stop_all
 from nudge.security import SecretBox
@@ -45,8 +43,15 @@ from nudge.store.journeys import (
     set_journey_status,
 )
 from tests.conftest import TenantKeys
-from tests.utils.histories import keep_history
+from tests.utils.histories import (
+    activity_runs,
+    keep_history,
+    scheduled,
+    signals_handled,
+    waiting_on_a_timer,
+)
 from tests.utils.receivers import Reply, WebhookReceiver
+from tests.utils.waiting import eventually, received
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -115,7 +120,9 @@ class Scene:
             contact.last_channel = "chat"
 
     async def channel(self, slug: str, url: str, box: SecretBox) -> None:
-        config = WebhookChannelPut(type="webhook", config=WebhookConfig.model_validate({"url": url}))
+        config = WebhookChannelPut(
+            type="webhook", config=WebhookConfig.model_validate({"url": url})
+        )
         async with transaction(self.sessions) as session:
             await put_channel(session, self.tenant.id, slug, config, box)
 
@@ -189,8 +196,8 @@ class Scene:
         return (await self.enrollments(journey_id, contact))[-1]
 
     async def texts(self, count: int) -> list[str]:
-        """Wait until ``count`` messages have arrived; every text received so far."""
-        await asyncio.to_thread(self.hook.wait_for, count, 20)
+        """Every text received, once ``count`` messages have arrived."""
+        await received(self.hook, count)
         return self.sent()
 
     def sent(self) -> list[str]:
@@ -208,7 +215,8 @@ class Scene:
                 return found
             return None
 
-        return await until(there, f"{contact} never reached step {step!r}")
+        found: Enrollment = await eventually(there, message=f"{contact} reaches step {step!r}")
+        return found
 
 
 async def details(handle: WorkflowHandle[Any, Any]) -> str:
@@ -221,20 +229,13 @@ async def details(handle: WorkflowHandle[Any, Any]) -> str:
     return str(metadata.current_details)
 
 
-async def until_details(handle: WorkflowHandle[Any, Any], expected: str) -> None:
-    async def said() -> bool:
-        return await details(handle) == expected
-
-    await until(said, f"the details never said {expected!r}")
+async def details_are(handle: WorkflowHandle[Any, Any], expected: str) -> bool:
+    return await details(handle) == expected
 
 
-async def until(check: Callable[[], Any], what: str, attempts: int = 300) -> Any:
-    for _ in range(attempts):
-        found = await check()
-        if found:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(what)
+async def took_in(handle: WorkflowHandle[Any, Any], signals: int) -> bool:
+    """True once the run's workflow code has seen ``signals`` signals."""
+    return await signals_handled(handle) >= signals
 
 
 @pytest.fixture
@@ -250,16 +251,6 @@ async def scene(
     await made.channel("chat", webhook_receiver.url, box)
     await made.contact("ada")
     return made
-
-
-async def settle() -> None:
-    """After the runs under test have closed: give anything still in flight time to show.
-
-    A closed run has no timers left, so skipping time would prove nothing more; and the
-    time-skipping server sometimes stalls on a skip requested right after a run closed.
-    2.5 s also covers the first retry interval (2 s) of a send that was left behind.
-    """
-    await asyncio.sleep(2.5)
 
 
 # Exit conditions and stops ---------------------------------------------------------------------
@@ -284,9 +275,8 @@ async def test_a_three_day_wait_ends_at_once_on_an_incoming_message(scene: Scene
     assert timedelta(days=3) - (waiting.waiting_until - utcnow()) < timedelta(minutes=5)
     description = await handle.describe()
     assert await description.static_summary() == "Journey Welcome · contact ada"
-    await until_details(
-        handle, f"At step pause, waiting until {waiting.waiting_until:%Y-%m-%d %H:%M} UTC"
-    )
+    expected = f"At step pause, waiting until {waiting.waiting_until:%Y-%m-%d %H:%M} UTC"
+    await eventually(lambda: details_are(handle, expected), message=f"the details say {expected}")
     attributes = description.typed_search_attributes
     assert (
         attributes.get(TENANT),
@@ -304,7 +294,8 @@ async def test_a_three_day_wait_ends_at_once_on_an_incoming_message(scene: Scene
         "incoming message",
     )
     assert ended.waiting_until is None and ended.ended_at is not None
-    await settle()
+    # The run has closed: its history is all it did, and the reminder was never scheduled.
+    assert await scheduled(handle, "send_journey_message") == ["completed"]
     assert scene.sent() == ["Hello Ada"]
     assert await details(handle) == "Ended: exit condition incoming message"
     await keep_history(handle, "journey-exit-condition")
@@ -338,6 +329,8 @@ async def test_outgoing_messages_and_manual_assignments_are_exit_conditions(
     )
     ada, bob = await scene.enroll(journey_id), await scene.enroll(journey_id, "bob")
     await scene.at_step(journey_id, "pause", "bob")
+    await eventually(lambda: waiting_on_a_timer(bob), message="bob's run waits")
+    before = [a.name for a in await activity_runs(bob)]
     await scene.signal(
         journey_id,
         JOURNEY_MESSAGE,
@@ -349,8 +342,12 @@ async def test_outgoing_messages_and_manual_assignments_are_exit_conditions(
     # Neither an automatic assignment nor an incoming message is one of its exit conditions.
     await scene.signal(journey_id, JOURNEY_ASSIGNMENT, JourneyAssignment(assignee="bot"), "bob")
     await scene.incoming(journey_id, "hello?", "bob")
-    await asyncio.sleep(0.3)
+    # Bob's run took both in and went on waiting: nothing scheduled, nothing ended.
+    await eventually(lambda: took_in(bob, 2), message="bob's run takes both events in")
+    assert [a.name for a in await activity_runs(bob)] == before
+    assert await waiting_on_a_timer(bob)
     assert (await bob.describe()).status == WorkflowExecutionStatus.RUNNING
+    assert (await scene.newest(journey_id, "bob")).state == "active"
     await scene.signal(
         journey_id, JOURNEY_ASSIGNMENT, JourneyAssignment(assignee="ana", manual=True), "bob"
     )
@@ -379,7 +376,8 @@ async def test_an_agent_stop_ends_the_run_and_says_who(scene: Scene) -> None:
         "agent ana",
         "taking over",
     )
-    await settle()
+    # Closed while it waited for the answer: the question was its only send.
+    assert await scheduled(handle, "send_journey_message") == ["completed"]
     assert scene.sent() == ["Rate us 1-5"]
     assert not await scene.signal(
         journey_id, STOP_ENROLLMENT, Ending(by="agent ana", reason="again")
@@ -426,7 +424,11 @@ async def test_stopping_a_journey_ejects_everyone_for_good(scene: Scene) -> None
         assert (row.state, row.ejected, row.ended_by) == ("stopped", True, "admin API key")
     assert [await h.result() for h in (asking, waiting, fresh)] == ["stopped"] * 3
 
-    await settle()
+    # All three have closed: ada's and bob's runs scheduled no send after the stop, and
+    # cy's at most its hello (which checks the stored enrollment before it leaves).
+    assert await scheduled(asking, "send_journey_message") == ["completed"] * 2
+    assert await scheduled(waiting, "send_journey_message") == ["completed"]
+    assert len(await scheduled(fresh, "send_journey_message")) <= 1
     assert len(scene.sent()) <= sent_before + 1  # at most cy's hello, if it left first
     assert "Which plan?" not in scene.sent()[sent_before:]
     await scene.publish(journey_id)
@@ -470,10 +472,10 @@ async def test_an_answered_ask_saves_the_reply_and_takes_its_branch(scene: Scene
     await scene.texts(1)
     asking = await scene.at_step(journey_id, "ask-option")
     assert asking.waiting_until is not None
-    await until_details(
-        handle,
-        f"At step ask-option, waiting for a reply until {asking.waiting_until:%Y-%m-%d %H:%M} UTC",
+    expected = (
+        f"At step ask-option, waiting for a reply until {asking.waiting_until:%Y-%m-%d %H:%M} UTC"
     )
+    await eventually(lambda: details_are(handle, expected), message=f"the details say {expected}")
 
     await scene.incoming(journey_id, " 1 ")
     assert await handle.result() == "completed"
@@ -750,15 +752,30 @@ async def test_a_stop_does_not_wait_for_a_send_that_is_still_retrying(scene: Sce
     scene.hook.serve("/hook", Reply(status=503, body="down"))
     journey_id = await scene.journey(journey("Down", [send("hello", "Hi"), send("after", "Hi")]))
     handle = await scene.enroll(journey_id)
-    await asyncio.to_thread(scene.hook.wait_for, 1, 20)
+    await eventually(lambda: send_retrying(handle), message="the send fails and waits to retry")
     assert await scene.signal(
         journey_id, STOP_ENROLLMENT, Ending(by="agent ana", reason="provider down")
     )
     assert await handle.result() == "stopped"
+    # Closed with the send left behind, never completed; "after" was never scheduled.
+    sends = [a for a in await activity_runs(handle) if a.name == "send_journey_message"]
+    assert [a.outcome for a in sends] == ["open"]
     tries = len(scene.hook.requests)
-    await settle()
-    assert len(scene.hook.requests) == tries  # the retrying send was cancelled
+    # Well past the retries it had left (2 s, 4 s, 8 s ...): a closed run's send is not retried.
+    await scene.env.sleep(timedelta(minutes=30))
+    assert len(scene.hook.requests) == tries
+    async with scene.sessions() as session:
+        [delivery] = (
+            await session.execute(select(Delivery).where(Delivery.tenant_id == scene.tenant.id))
+        ).scalars()
+    assert (delivery.status, delivery.tries) == ("retrying", tries)
     assert (await scene.newest(journey_id)).state == "stopped"
+
+
+async def send_retrying(handle: WorkflowHandle[Any, Any]) -> bool:
+    """True once the run's send has failed at least once and waits for its next try."""
+    pending = (await handle.describe()).raw_description.pending_activities
+    return any(p.activity_type.name == "send_journey_message" and p.attempt >= 2 for p in pending)
 
 
 async def test_a_long_loop_continues_as_new_keeping_visits_and_jumps(scene: Scene) -> None:
@@ -770,7 +787,7 @@ async def test_a_long_loop_continues_as_new_keeping_visits_and_jumps(scene: Scen
         )
     )
     handle = await scene.enroll(journey_id)
-    await until(lambda: closed(handle), "the loop never ended", attempts=1200)
+    await eventually(lambda: closed(handle), timeout=60, message="the loop ends")
     history = await handle.fetch_history()
     started = history.events[0].workflow_execution_started_event_attributes
     assert started.continued_execution_run_id  # the history grew long: it continued as new

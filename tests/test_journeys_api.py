@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from nudge.models.journey_templates import TEMPLATES_DIR
 from nudge.naming import CONTACT, JOURNEY, KIND
 from tests.conftest import TenantKeys, problems
+from tests.utils.histories import scheduled, waiting_on_a_timer
 from tests.utils.journeys import (
     at_step,
     create,
@@ -23,12 +23,13 @@ from tests.utils.journeys import (
     enroll,
     in_progress,
     journey,
-    quiet,
+    run_of,
     send,
     sent_texts,
     setup_contact,
 )
 from tests.utils.receivers import WebhookReceiver
+from tests.utils.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -214,7 +215,11 @@ async def test_enrolling_starts_the_run_once_and_the_inbox_shows_its_step(
         onboarding["id"],
         "ada",
     )
-    await quiet(webhook_receiver, 2)
+    # One enrollment, one run, waiting for the answer with its two messages sent.
+    assert len(await in_progress(api, tenant, include_ended=True)) == 1
+    await eventually(lambda: waiting_on_a_timer(handle), message="the run waits for the answer")
+    assert await scheduled(handle, "send_journey_message") == ["completed"] * 2
+    assert len(webhook_receiver.requests) == 2
 
 
 async def test_only_journeys_with_an_api_trigger_are_enrolled_by_api(
@@ -244,11 +249,16 @@ async def test_only_journeys_with_an_api_trigger_are_enrolled_by_api(
             headers=tenant.headers("agent"),
         )
     ).status_code == 403
-    await quiet(webhook_receiver, 0)
+    # Refused before anything was stored: no enrollment, so no run that could send.
+    assert await in_progress(api, tenant, include_ended=True) == []
+    assert webhook_receiver.requests == []
 
 
 async def test_stopping_a_journey_ejects_everyone_for_good(
-    api: httpx.AsyncClient, tenant: TenantKeys, webhook_receiver: WebhookReceiver
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
 ) -> None:
     await setup_contact(api, tenant, webhook_receiver)
     onboarding = await create(api, tenant, journey("Onboarding"))
@@ -282,7 +292,12 @@ async def test_stopping_a_journey_ejects_everyone_for_good(
     ejected = await enroll(api, tenant, onboarding["id"])
     assert ejected.status_code == 409
     assert "was ejected" in ejected.json()["detail"]
-    await quiet(webhook_receiver, 2)
+    # The newest run is still the stopped one, with the two messages it sent before.
+    run = run_of(time_env, tenant, onboarding["id"])
+    assert await run.result() == "stopped"
+    assert await scheduled(run, "send_journey_message") == ["completed"] * 2
+    assert [e["id"] for e in await in_progress(api, tenant, include_ended=True)] == [done["id"]]
+    assert len(webhook_receiver.requests) == 2
 
 
 # Stops from the inbox ------------------------------------------------------------------------
@@ -325,9 +340,10 @@ async def test_an_agent_stops_a_contacts_journey_and_the_inbox_says_who_and_why(
     handle = time_env.client.get_workflow_handle(
         f"journey/{tenant.slug}/{nurture['id']}/contact/ada"
     )
+    # The run has closed without reaching "later": the stop cut its wait short for good.
     assert await handle.result() == "stopped"
-    await time_env.sleep(timedelta(hours=2))
-    await quiet(webhook_receiver, 1)
+    assert await scheduled(handle, "send_journey_message") == ["completed"]
+    assert len(webhook_receiver.requests) == 1
     twice = await api.post(
         f"/v1/contacts/ada/journeys/{nurture['id']}/stop",
         json={"agent": "grace"},

@@ -69,6 +69,13 @@ async def scheduled(handle: WorkflowHandle[Any, Any], name: str) -> list[str]:
     return [run.outcome for run in await activity_runs(handle) if run.name == name]
 
 
+async def signals_received(handle: WorkflowHandle[Any, Any]) -> int:
+    """How many signals reached the run (a signal call returns once it is in the history)."""
+    history = await handle.fetch_history()
+    signalled = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    return sum(1 for event in history.events if event.event_type == signalled)
+
+
 async def signals_handled(handle: WorkflowHandle[Any, Any]) -> int:
     """How many signals the workflow code has seen: those a workflow task completed after."""
     history = await handle.fetch_history()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
 
+from nudge.naming import journey_workflow_id
 from tests.conftest import TenantKeys
 from tests.utils.receivers import WebhookReceiver
+from tests.utils.waiting import eventually, received
 
 HOOK = "hook"  # the webhook channel every test sends on (the real receiver behind it)
 
@@ -139,16 +141,11 @@ async def in_progress(
     return listed
 
 
-async def until(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 15) -> Any:
-    """Poll ``check`` until it returns something truthy; that value."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+def run_of(
+    env: WorkflowEnvironment, tenant: TenantKeys, journey_id: str, contact: str = "ada"
+) -> WorkflowHandle[Any, Any]:
+    """The contact's run in the journey (its newest run: waiting for it follows the run)."""
+    return env.client.get_workflow_handle(journey_workflow_id(tenant.slug, journey_id, contact))
 
 
 async def at_step(
@@ -163,7 +160,9 @@ async def at_step(
                 return found
         return None
 
-    found: dict[str, Any] = await until(check, f"journey {journey_id} at step {step!r}")
+    found: dict[str, Any] = await eventually(
+        check, message=f"journey {journey_id} at step {step!r}"
+    )
     return found
 
 
@@ -178,17 +177,10 @@ async def ended(
                 return enrollment if enrollment["state"] != "active" else None
         return None
 
-    found: dict[str, Any] = await until(check, f"the enrollment in {journey_id} to end")
+    found: dict[str, Any] = await eventually(check, message=f"the enrollment in {journey_id} ends")
     return found
 
 
-async def sent_texts(hook: WebhookReceiver, count: int, timeout: float = 15) -> list[str]:
-    """The texts of the first ``count`` messages the receiver got (waits for them)."""
-    received = await asyncio.to_thread(hook.wait_for, count, timeout)
-    return [r.json["message"]["text"] for r in received]
-
-
-async def quiet(hook: WebhookReceiver, count: int, seconds: float = 0.5) -> None:
-    """Nothing beyond ``count`` messages arrives for a while."""
-    await asyncio.sleep(seconds)
-    assert len(hook.requests) == count, [r.json["message"]["text"] for r in hook.requests]
+async def sent_texts(hook: WebhookReceiver, count: int) -> list[str]:
+    """The texts of every message the receiver got, once there are ``count``."""
+    return [r.json["message"]["text"] for r in await received(hook, count)]
