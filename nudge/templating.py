@@ -25,7 +25,7 @@ from functools import lru_cache
 from types import FrameType
 from typing import Any
 
-from jinja2 import TemplateError, nodes
+from jinja2 import TemplateError, meta, nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -161,6 +161,15 @@ _env = _environment()
 @lru_cache(maxsize=4096)
 def _compiled(source: str) -> Any:
     return _env.from_string(source)
+
+
+def names_read(source: str) -> set[str]:
+    """The top-level names a template reads (``contact`` of ``{{ contact.name }}``), found
+    without evaluating anything; empty for a template that does not compile."""
+    try:
+        return set(meta.find_undeclared_variables(_env.parse(source)))
+    except TemplateError:
+        return set()
 
 
 def check_template(source: str) -> str:

@@ -115,3 +115,54 @@ async def test_a_zip_bomb_is_refused_without_unpacking_it(
     assert refused.status_code == 422
     assert problems(refused) == {"body.a.json": "unpacks to more than 1 MB"}
     assert (await api.get("/v1/followups", headers=tenant.headers())).json() == []
+
+
+async def test_a_template_naming_what_its_feature_lacks_is_refused_at_save_time(
+    api: httpx.AsyncClient, tenant: TenantKeys
+) -> None:
+    await api.put("/v1/contacts/ada", json={"name": "Ada"}, headers=tenant.headers())
+    await api.put("/v1/channels/console", json={"type": "log"}, headers=tenant.headers())
+    await api.put("/v1/secrets/ITSM_TOKEN", json={"value": "t"}, headers=tenant.headers())
+    notification = await api.post(
+        "/v1/notifications",
+        json={
+            "contact_id": "ada",
+            "channel": "console",
+            "message": {"kind": "text", "text": "Ticket {{ followup.data.number }}"},
+        },
+        headers=tenant.headers(),
+    )
+    assert "unknown variable 'followup'" in problems(notification)["body.message.text"]
+
+    followup = followup_definition(message={"card": {"title": "{{ variables.x }}"}})
+    answer = await api.post("/v1/followups", json=followup, headers=tenant.headers())
+    assert "unknown variable 'variables'" in problems(answer)["body.message.card.title"]
+
+    journey = {
+        "name": "welcome",
+        "trigger": {"type": "api"},
+        "steps": [
+            {
+                "id": "hi",
+                "type": "send_message",
+                "channel": "console",
+                "message": {"kind": "text", "text": "Hi {{ followup.name }}"},
+            }
+        ],
+    }
+    answer = await api.post("/v1/journeys", json=journey, headers=tenant.headers())
+    assert "unknown variable 'followup'" in problems(answer)["body.steps.0.message.text"]
+
+
+async def test_recipient_and_contact_are_the_same_in_every_feature(
+    api: httpx.AsyncClient, tenant: TenantKeys
+) -> None:
+    await api.put("/v1/contacts/ada", json={"name": "Ada"}, headers=tenant.headers())
+    await api.put("/v1/channels/console", json={"type": "log"}, headers=tenant.headers())
+    text = "{{ recipient.name }} / {{ contact.name }}"
+    notification = await api.post(
+        "/v1/notifications",
+        json={"contact_id": "ada", "channel": "console", "message": {"kind": "text", "text": text}},
+        headers=tenant.headers(),
+    )
+    assert notification.status_code == 202, notification.text

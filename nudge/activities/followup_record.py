@@ -28,6 +28,7 @@ from nudge.models.payloads import (
     RecordPlan,
 )
 from nudge.models.tables import Channel, Contact, Delivery, FollowUp, FollowUpRecord, Tenant, utcnow
+from nudge.models.template_context import message_context
 from nudge.security import ActionTokens, SecretBox
 from nudge.store.directory import find_channel, secret_values
 from nudge.store.followups import (
@@ -185,7 +186,7 @@ class FollowUpRecordActivities:
     ) -> None:
         try:
             message = render_message(
-                definition.message, {**context, "recipient": contact_context(contact)}
+                definition.message, message_context(contact_context(contact), **context)
             )
         except TemplateProblem as exc:
             raise ApplicationError(str(exc), type="TemplateError", non_retryable=True) from exc

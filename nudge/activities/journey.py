@@ -53,6 +53,7 @@ from nudge.models.payloads import (
 )
 from nudge.models.signals import STOP_ENROLLMENT
 from nudge.models.tables import Channel, Contact, Enrollment, Journey, Tenant, utcnow
+from nudge.models.template_context import message_context
 from nudge.naming import journey_workflow_id
 from nudge.runs.signals import signal_runs
 from nudge.security import SecretBox
@@ -83,11 +84,11 @@ class _Enrolled:
     step: Step
 
     def templates(self) -> dict[str, Any]:
-        return {
-            "contact": contact_context(self.contact),
-            "variables": dict(self.enrollment.variables),
-            "answer": self.enrollment.answer,
-        }
+        return message_context(
+            contact_context(self.contact),
+            variables=dict(self.enrollment.variables),
+            answer=self.enrollment.answer,
+        )
 
     def source(self, **extra: Any) -> dict[str, Any]:
         """What a send says it came from (API.md: the webhook body's `source`)."""

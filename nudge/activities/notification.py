@@ -13,6 +13,7 @@ from nudge.models.db import transaction
 from nudge.models.messages import parse_message, render_message
 from nudge.models.payloads import DeliverNotificationInput, DeliveryResult, NotificationFailureInput
 from nudge.models.tables import Contact, Delivery, Notification, Tenant, utcnow
+from nudge.models.template_context import message_context
 from nudge.store.directory import find_channel
 from nudge.templating import TemplateProblem
 
@@ -39,7 +40,7 @@ class NotificationActivities:
         try:
             message = render_message(
                 parse_message(notification.message),
-                {"contact": contact_context(contact)},
+                message_context(contact_context(contact)),
             )
         except TemplateProblem as exc:
             raise ApplicationError(str(exc), type="TemplateError", non_retryable=True) from exc

@@ -21,11 +21,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from nudge.models.channels import CHANNEL_SLUG, LAST_USED
 from nudge.models.integrations import (
@@ -35,9 +33,10 @@ from nudge.models.integrations import (
     SetAttribute,
     SetAttributeAction,
 )
-from nudge.models.messages import CardMessage, ImageMessage, MessageTemplate, TextMessage
+from nudge.models.messages import CardMessage, MessageTemplate
+from nudge.models.template_context import FOLLOWUP_NAMES, message_sources, unknown_names
+from nudge.models.validation import Loc, located_errors
 
-Loc = tuple[str | int, ...]
 """A field path, as in pydantic's and FastAPI's error ``loc``."""
 
 SECRETS = "secrets"
@@ -127,17 +126,6 @@ JmesPath = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_
 """A JMESPath expression, compiled when the definition is saved."""
 
 
-def _problems(title: str, problems: list[tuple[Loc, str, str, Any]]) -> ValidationError:
-    """Errors at chosen paths below the model being validated (pydantic prefixes its own path)."""
-    return ValidationError.from_exception_data(
-        title,
-        [
-            InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
-            for loc, kind, message, value in problems
-        ],
-    )
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -174,7 +162,7 @@ class DataExtraction(_Strict):
                 problems.append(((i, "name"), "duplicate_name", message, integration.name))
             seen.add(integration.name)
         if problems:
-            raise _problems(cls.__name__, problems)
+            raise located_errors(cls.__name__, problems)
         return integrations
 
 
@@ -293,8 +281,9 @@ class FollowUpDefinition(_Strict):
             if integration.name in RESERVED_INTEGRATION_NAMES:
                 message = f"{integration.name!r} is reserved for templates; choose another name"
                 problems.append(((*loc, "name"), "reserved_name", message, integration.name))
+        problems += unknown_names(self.message, FOLLOWUP_NAMES)
         if problems:
-            raise _problems(type(self).__name__, problems)
+            raise located_errors(type(self).__name__, problems)
         return self
 
 
@@ -375,24 +364,6 @@ def _integration_templates(loc: Loc, integration: Integration) -> Iterator[tuple
         yield (*loc, "body"), integration.body
 
 
-def _message_templates(
-    message: TextMessage | CardMessage | ImageMessage,
-) -> Iterator[tuple[Loc, str]]:
-    if isinstance(message, TextMessage):
-        yield ("message", "text"), message.text
-    elif isinstance(message, CardMessage):
-        card = message.card
-        yield ("message", "card", "title"), card.title
-        yield ("message", "card", "text"), card.text
-        if card.image_url is not None:
-            yield ("message", "card", "image_url"), card.image_url
-        for i, button in enumerate(card.buttons):
-            yield ("message", "card", "buttons", i, "label"), button.label
-    else:
-        yield ("message", "image", "url"), message.image.url
-        yield ("message", "image", "caption"), message.image.caption
-
-
 def template_sources(defn: FollowUpDefinition) -> Iterator[tuple[Loc, str]]:
     """Every Jinja2 template in ``defn``, with its path in the definition's JSON."""
     extraction = defn.data_extraction
@@ -406,7 +377,7 @@ def template_sources(defn: FollowUpDefinition) -> Iterator[tuple[Loc, str]]:
         )
     for i, attribute in enumerate(defn.recipients.set_attributes):
         yield ("recipients", "set_attributes", i, "value"), attribute.value
-    yield from _message_templates(defn.message)
+    yield from message_sources(defn.message)
     for loc, action in _actions(defn):
         if isinstance(action, IntegrationAction):
             yield from _integration_templates((*loc, "integration"), action.integration)

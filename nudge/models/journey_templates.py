@@ -14,7 +14,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nudge.errors import InvalidInput
-from nudge.models.journeys import JourneyDefinition, Loc, TriggerJourneyStep
+from nudge.models.journeys import JourneyDefinition, TriggerJourneyStep
+from nudge.models.validation import Loc
 
 TEMPLATES_DIR = Path(__file__).parent.parent / "templates"
 CHAT_MENU = "chat-menu"

@@ -13,15 +13,15 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nudge.models.channels import CHANNEL_SLUG, LAST_USED
 from nudge.models.integrations import INTEGRATION_NAME, Integration
 from nudge.models.messages import MessageTemplate
+from nudge.models.template_context import JOURNEY_NAMES, unknown_names
+from nudge.models.validation import Loc, located_errors
 from nudge.templating import check_template
 
-Loc = tuple[str | int, ...]
 STEP_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 MINUTES_IN_A_YEAR = 525_600
 ExitCondition = Literal["incoming_message", "outgoing_message", "manual_assignment"]
@@ -42,17 +42,6 @@ ChannelRef = Annotated[
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def _problems(title: str, problems: list[tuple[Loc, str, str, Any]]) -> ValidationError:
-    """Errors at chosen paths below the model being validated (pydantic prefixes its own path)."""
-    return ValidationError.from_exception_data(
-        title,
-        [
-            InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
-            for loc, kind, message, value in problems
-        ],
-    )
 
 
 def condition_template(condition: str) -> str:
@@ -82,7 +71,7 @@ class Trigger(_Strict):
     @model_validator(mode="after")
     def _keywords_only_for_messages(self) -> Trigger:
         if self.keywords and self.type != "incoming_message":
-            raise _problems(
+            raise located_errors(
                 type(self).__name__,
                 [
                     (
@@ -135,7 +124,17 @@ class _Step(_Strict):
     )
 
 
-class SendMessageStep(_Step):
+class _MessageStep(_Step):
+    @model_validator(mode="after")
+    def _known_names(self) -> _MessageStep:
+        message = getattr(self, "message", None)
+        problems = unknown_names(message, JOURNEY_NAMES) if message is not None else []
+        if problems:
+            raise located_errors(type(self).__name__, problems)
+        return self
+
+
+class SendMessageStep(_MessageStep):
     type: Literal["send_message"]
     channel: ChannelRef
     message: MessageTemplate = Field(description="Templates see `contact`, `variables`, `answer`.")
@@ -146,7 +145,7 @@ class WaitStep(_Step):
     minutes: Minutes
 
 
-class AskStep(_Step):
+class AskStep(_MessageStep):
     """Send a question, wait for the contact's reply, save it in `variables` and `answer`."""
 
     type: Literal["ask"]
@@ -184,7 +183,7 @@ class BranchStep(_Step):
     @model_validator(mode="after")
     def _else_or_next(self) -> BranchStep:
         if self.else_ is not None and self.next is not None:
-            raise _problems(
+            raise located_errors(
                 type(self).__name__,
                 [(("next",), "else_and_next", "give `else` or `next`, not both", self.next)],
             )
@@ -222,7 +221,7 @@ class UpdateContactStep(_Step):
             except ValueError as exc:
                 problems.append(((name,), "template", str(exc), source))
         if problems:
-            raise _problems(cls.__name__, problems)
+            raise located_errors(cls.__name__, problems)
         return attributes
 
 
@@ -322,7 +321,7 @@ class JourneyDefinition(_Strict):
         if not problems:
             problems = _unknown_targets(self) or _unreachable(self)
         if problems:
-            raise _problems(type(self).__name__, problems)
+            raise located_errors(type(self).__name__, problems)
         return self
 
     def step(self, step_id: str) -> Step:

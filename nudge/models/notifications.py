@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nudge.models.channels import CHANNEL_SLUG, LAST_USED
 from nudge.models.directory import EXTERNAL_ID
 from nudge.models.messages import MessageTemplate
+from nudge.models.template_context import NOTIFICATION_NAMES, unknown_names
+from nudge.models.validation import located_errors
 
 NotificationStatus = Literal["queued", "sent", "failed"]
 
@@ -34,6 +36,13 @@ class NotificationCreate(BaseModel):
         description="A channel id, or `last_used` for the channel the contact last wrote from.",
     )
     message: MessageTemplate = Field(description="Jinja2 templates; `contact` is in the context.")
+
+    @model_validator(mode="after")
+    def _known_names(self) -> NotificationCreate:
+        problems = unknown_names(self.message, NOTIFICATION_NAMES)
+        if problems:
+            raise located_errors(type(self).__name__, problems)
+        return self
 
 
 class NotificationPublic(BaseModel):

@@ -17,11 +17,11 @@ from nudge.models.journeys import (
     AssignStep,
     HttpRequestStep,
     JourneyDefinition,
-    Loc,
     SendMessageStep,
     TriggerJourneyStep,
 )
 from nudge.models.tables import Channel, Journey, JourneyVersion, Secret
+from nudge.models.validation import Loc
 from nudge.store.journeys import journey_definition_at
 
 
