@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from nudge.dev.ports import free_port
+from tests.utils.waiting import eventually_blocking
 
 pytestmark = pytest.mark.e2e
 
@@ -30,6 +31,7 @@ KEY_LINE = re.compile(r"Admin API key\s+(\S+)")
 class DevRun:
     process: subprocess.Popen[bytes]
     api_port: int
+    temporal_port: int
     ui_port: int
     stdout: Path
     stderr: Path
@@ -114,7 +116,7 @@ def running_dev(
             env={**hermetic_env(), **(extra_env or {})},
             start_new_session=True,
         )
-    run = DevRun(process, api_port, ui_port, stdout, stderr)
+    run = DevRun(process, api_port, temporal_port, ui_port, stdout, stderr)
     seen: set[int] = set()
     try:
         wait_for_banner(run)
@@ -137,12 +139,16 @@ def distinct_free_ports(count: int) -> list[int]:
 
 
 def wait_for_banner(run: DevRun) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while "Ctrl-C to stop" not in run.output():
+    def banner() -> bool:
         code = run.process.poll()
-        assert code is None, f"nudge dev exited with {code}:\n{run.errors()[-3000:]}"
-        assert time.monotonic() < deadline, f"no banner in time:\n{run.errors()[-3000:]}"
-        time.sleep(0.2)
+        if code is not None:  # no use waiting any longer
+            pytest.fail(f"nudge dev exited with {code}:\n{run.errors()[-3000:]}")
+        assert "Ctrl-C to stop" in run.output(), f"errors so far:\n{run.errors()[-3000:]}"
+        return True
+
+    eventually_blocking(
+        banner, timeout=START_TIMEOUT, interval=0.2, message="nudge dev prints its banner"
+    )
 
 
 def stop(run: DevRun, sig: signal.Signals) -> None:
@@ -168,14 +174,13 @@ def get_contact(run: DevRun, key: str) -> int:
 
 def ui_status(port: int) -> int:
     # The Web UI may come up a moment after the gRPC port that `nudge dev` waits for.
-    deadline = time.monotonic() + 15
-    while True:
+    def answer() -> int:
         try:
             return httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+        except httpx.HTTPError as exc:
+            raise AssertionError(f"the Web UI does not answer: {exc!r}") from exc
+
+    return eventually_blocking(answer, timeout=15, interval=0.3, message="the Web UI answers")
 
 
 def test_dev_runs_the_stack_and_stops_on_sigint(tmp_path: Path) -> None:

@@ -183,11 +183,12 @@ async def test_a_record_that_disappears_gets_no_further_message(
     await time_env.sleep(timedelta(minutes=11))
     resolved = await record(api, tenant, followup["id"], state="resolved")
     assert resolved["ended_by"] == "poll"
-    # Waiting for the result skips time: a run that went on would make attempts 2 and 3.
+    # Past the time of attempt 2: a run that had gone on would show it in its history.
+    await time_env.sleep(timedelta(minutes=61))
     run = record_run(time_env, tenant, followup)
-    assert await run.result() == "resolved"
     assert await scheduled(run, "run_attempt") == ["completed"]
     assert await scheduled(run, "run_actions") == []  # no after_all_attempts either
+    assert await run.result() == "resolved"
     assert len(await stored_messages(api, tenant)) == 1
     assert len(webhook_receiver.requests) == 1
     assert posts_to(itsm, "/escalate") == []
@@ -215,11 +216,13 @@ async def test_approve_pressed_calls_the_itsm_and_stops_the_reminders(
 
     done = await record(api, tenant, followup["id"], state="completed")
     assert done["ended_by"] == "contact ada"
-    run = record_run(time_env, tenant, followup)
-    assert await run.result() == "completed"
     assert posts_to(itsm, "/api/tickets/INC0012/approve") == ["/api/tickets/INC0012/approve"]
+    # Past the time of attempt 2: a run that had gone on would show it in its history.
+    await time_env.sleep(timedelta(minutes=61))
+    run = record_run(time_env, tenant, followup)
     assert await scheduled(run, "run_attempt") == ["completed"]
     assert await scheduled(run, "run_actions") == ["completed"]  # the button's, not after_all
+    assert await run.result() == "completed"
     assert len(await stored_messages(api, tenant)) == 1
     assert len(webhook_receiver.requests) == 1
     assert posts_to(itsm, "/escalate") == []
@@ -249,10 +252,12 @@ async def test_a_record_stopped_by_api_sends_nothing_more_and_says_who(
         "handled by phone",
     )
 
+    # Past the time of attempt 2: a run that had gone on would show it in its history.
+    await time_env.sleep(timedelta(minutes=61))
     run = record_run(time_env, tenant, followup)
-    assert await run.result() == "stopped"
     assert await scheduled(run, "run_attempt") == ["completed"]
     assert await scheduled(run, "run_actions") == []
+    assert await run.result() == "stopped"
     assert len(await stored_messages(api, tenant)) == 1
     assert len(webhook_receiver.requests) == 1
     final = await record(api, tenant, followup["id"])
@@ -325,10 +330,12 @@ async def test_a_reply_ends_the_follow_up_when_the_definition_says_so(
     assert duplicate.json()["status"] == "duplicate"
     ended = await record(api, tenant, followup["id"], state="completed")
     assert (ended["ended_by"], ended["end_reason"]) == ("contact ada", "replied")
+    # Past the time of attempt 2: a run that had gone on would show it in its history.
+    await time_env.sleep(timedelta(minutes=61))
     run = record_run(time_env, tenant, followup)
-    assert await run.result() == "completed"
     assert await scheduled(run, "run_attempt") == ["completed"]
     assert await scheduled(run, "run_actions") == []  # a reply is no reason to escalate
+    assert await run.result() == "completed"
     assert [m["direction"] for m in await stored_messages(api, tenant)] == [
         "incoming",
         "outgoing",

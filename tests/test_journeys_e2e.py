@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from tests.test_dev_stack import DevRun, hermetic_env, running_dev, stop
+from tests.utils.waiting import eventually_blocking
 
 pytestmark = pytest.mark.e2e
 
@@ -51,12 +51,14 @@ class Walk:
     def logged(self, pattern: str, times: int = 1) -> None:
         """Wait until the worker has logged ``times`` console messages to Lin matching it."""
         line = re.compile(rf"channel=console recipient='lin' .*text='{pattern}")
-        deadline = time.monotonic() + 20
-        while len(line.findall(self.run.errors())) < times:
-            assert time.monotonic() < deadline, (
-                f"never logged: {pattern}\n{self.run.errors()[-3000:]}"
-            )
-            time.sleep(0.2)
+
+        def seen() -> bool:
+            log = self.run.errors()
+            found = len(line.findall(log))
+            assert found >= times, f"logged {found} of {times} times; the log:\n{log[-3000:]}"
+            return True
+
+        eventually_blocking(seen, timeout=20, interval=0.2, message=f"the worker logs {pattern}")
 
     def inbox(self, key: str | None = None) -> list[dict[str, Any]]:
         listed: list[dict[str, Any]] = self.call("GET", "/v1/contacts/lin/journeys", key)
