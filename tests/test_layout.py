@@ -176,7 +176,13 @@ LAYER_RULES = [
     LayerRule("nudge.activities", forbidden=packages("workflows api workers")),
     LayerRule("nudge.store", forbidden=packages("api activities workflows runs workers")),
     LayerRule("nudge.models", forbidden=packages("store api activities workflows runs")),
-    LayerRule("nudge.runs", forbidden=packages("workflows api activities")),
+    LayerRule("nudge.runs", forbidden=packages("workflows api activities workers messaging")),
+    LayerRule("nudge.messaging", forbidden=packages("workflows api activities runs workers dev")),
+    LayerRule(
+        "nudge.integrations",
+        forbidden=packages("workflows api activities runs workers store messaging dev"),
+    ),
+    LayerRule("nudge.api", forbidden=packages("workflows activities workers")),
 ]
 
 
