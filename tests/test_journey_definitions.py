@@ -86,8 +86,13 @@ def test_the_contract_example_validates_as_is() -> None:
 
 @pytest.mark.parametrize("key", ["main", "product", "service", "about", "sales"])
 def test_the_chat_menu_template_validates(key: str) -> None:
-    raw = CHAT_MENU.read_text().replace('"@', '"journey-')
-    JourneyDefinition.model_validate(json.loads(raw)["journeys"][key])
+    journeys = json.loads(CHAT_MENU.read_text().replace('"@', '"journey-'))["journeys"]
+    defn = JourneyDefinition.model_validate(journeys[key])
+    # Taken as written: nothing dropped, renamed or defaulted away.
+    assert defn.model_dump(mode="json", by_alias=True, exclude_unset=True) == journeys[key]
+    # Its hand-overs go to the template's other journeys.
+    targets = {getattr(s, "journey_id", None) for s in defn.steps if s.type == "trigger_journey"}
+    assert targets <= {f"journey-{other}" for other in journeys if other != key}
 
 
 def test_defaults() -> None:
@@ -113,7 +118,13 @@ def test_a_manual_trigger_and_a_step_reached_only_by_a_timeout_are_fine() -> Non
         {"id": "done", "type": "end"},
     )
     data["trigger"] = {"type": "manual"}
-    JourneyDefinition.model_validate(data)
+    defn = JourneyDefinition.model_validate(data)
+    assert defn.trigger.type == "manual"
+    assert [s.id for s in defn.steps] == ["q", "late", "done"]
+    # "late" is kept, reached only when the question times out; an answer goes to "done".
+    asking = defn.step("q")
+    assert (asking.type, getattr(asking, "on_timeout", None)) == ("ask", "late")
+    assert (defn.following("q"), defn.following("late")) == ("done", "done")
 
 
 # The graph of steps ----------------------------------------------------------------------------
