@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from datetime import datetime
@@ -17,9 +16,12 @@ from temporalio.worker import Worker
 from nudge.workflows import followup_poller
 
 # This module is workflow code too (the sandbox loads it for every run): the worker's
-# module, with its database and HTTP imports, passes through.
+# module, with its database and HTTP imports, and the test helpers pass through.
 with workflow.unsafe.imports_passed_through():
+    import pytest
+
     from nudge.workers.worker import sandbox_runner
+    from tests.utils.waiting import eventually
 
 
 @workflow.defn(name="TestReadsTheClock")
@@ -42,14 +44,18 @@ class ReadsTheClockOfANudgeWorkflowModule:
 
 async def failed_workflow_task(handle: WorkflowHandle[Any, Any]) -> str:
     """The failure message of the run's first failed workflow task, waiting up to 10 s."""
-    for _ in range(200):
+
+    async def failure() -> str | None:
         async for event in handle.fetch_history_events():
             if event.HasField("workflow_task_failed_event_attributes"):
-                return event.workflow_task_failed_event_attributes.failure.message
-        description = await handle.describe()
-        assert description.close_time is None, "the run finished: nothing stopped it"
-        await asyncio.sleep(0.05)
-    raise AssertionError("no workflow task failed")
+                message: str = event.workflow_task_failed_event_attributes.failure.message
+                return message
+        if (await handle.describe()).close_time is not None:
+            pytest.fail("the run finished: nothing stopped it")
+        return None
+
+    found: str = await eventually(failure, timeout=10, message="a workflow task fails")
+    return found
 
 
 async def run_until_a_task_fails(env: WorkflowEnvironment, workflow_class: type) -> str:
