@@ -188,6 +188,8 @@ async def test_contacts_ejected_by_a_stop_are_not_started_again_by_messages(
     chat = await create(api, tenant, by_message("Chat", "hi"))
     await message(api, tenant, "hi", "m-1")
     await at_step(api, tenant, chat["id"], "question")
+    run = run_of(time_env, tenant, chat["id"])
+    await eventually(lambda: waiting_on_a_timer(run), message="the run waits for the answer")
     await api.post(f"/v1/journeys/{chat['id']}/stop", headers=tenant.headers())
     await ended(api, tenant, chat["id"])
     await api.post(f"/v1/journeys/{chat['id']}/publish", headers=tenant.headers())
@@ -195,7 +197,6 @@ async def test_contacts_ejected_by_a_stop_are_not_started_again_by_messages(
     again = await message(api, tenant, "hi again", "m-2")
     assert again["journeys_started"] == []
     # The newest run for Ada is still the stopped one: no new one was started.
-    run = run_of(time_env, tenant, chat["id"])
     assert await run.result() == "stopped"
     [only] = await in_progress(api, tenant, include_ended=True)
     assert only["state"] == "stopped"

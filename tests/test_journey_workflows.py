@@ -366,6 +366,7 @@ async def test_an_agent_stop_ends_the_run_and_says_who(scene: Scene) -> None:
     handle = await scene.enroll(journey_id)
     await scene.texts(1)
     await scene.at_step(journey_id, "rate")
+    await eventually(lambda: waiting_on_a_timer(handle), message="the run waits for the rating")
     assert await scene.signal(
         journey_id, STOP_ENROLLMENT, Ending(by="agent ana", reason="taking over")
     )
@@ -406,6 +407,8 @@ async def test_stopping_a_journey_ejects_everyone_for_good(scene: Scene) -> None
     waiting = await scene.enroll(journey_id, "bob")
     await scene.at_step(journey_id, "pause", "bob")
     sent_before = len(await scene.texts(3))  # ada: hello, plan; bob: hello
+    for run in (asking, waiting):  # their sends done, waiting for an answer or the time
+        await eventually(lambda run=run: waiting_on_a_timer(run), message=f"{run.id} waits")
     fresh = await scene.enroll(journey_id, "cy")
 
     await scene.publish(journey_id, "stopped")

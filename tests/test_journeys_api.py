@@ -264,6 +264,8 @@ async def test_stopping_a_journey_ejects_everyone_for_good(
     onboarding = await create(api, tenant, journey("Onboarding"))
     assert (await enroll(api, tenant, onboarding["id"])).status_code == 201
     await at_step(api, tenant, onboarding["id"], "question")
+    run = run_of(time_env, tenant, onboarding["id"])
+    await eventually(lambda: waiting_on_a_timer(run), message="the run waits for the answer")
 
     stop = await api.post(
         f"/v1/journeys/{onboarding['id']}/stop",
@@ -293,7 +295,6 @@ async def test_stopping_a_journey_ejects_everyone_for_good(
     assert ejected.status_code == 409
     assert "was ejected" in ejected.json()["detail"]
     # The newest run is still the stopped one, with the two messages it sent before.
-    run = run_of(time_env, tenant, onboarding["id"])
     assert await run.result() == "stopped"
     assert await scheduled(run, "send_journey_message") == ["completed"] * 2
     assert [e["id"] for e in await in_progress(api, tenant, include_ended=True)] == [done["id"]]
