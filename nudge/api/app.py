@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from nudge import __version__
 from nudge.api.body_limit import BodyLimit
 from nudge.api.errors import install_error_handlers
+from nudge.api.input_guard import refuse_unstorable_input
+from nudge.api.openapi import install_openapi
 from nudge.api.rate_limits import RateLimits
 from nudge.api.routes import (
     actions,
@@ -65,8 +67,15 @@ def create_app(
             if engine is not None:
                 await engine.dispose()
 
-    app = FastAPI(title="Nudge", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Nudge",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        dependencies=[Depends(refuse_unstorable_input)],
+    )
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(BodyLimit)
     routers = (
         health,

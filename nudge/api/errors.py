@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from nudge.errors import Conflict, InvalidInput, NotFound, Unavailable
 
@@ -67,7 +69,23 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": detail})
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, ValueError | RecursionError):
+        # FastAPI's 400 for a JSON body it cannot parse for another reason than its syntax
+        # (not UTF-8, nested too deep): as malformed as a syntax error, which it answers 422.
+        loc: list[str | int] = ["body"]
+        if isinstance(cause, UnicodeDecodeError):
+            loc.append(cause.start)  # the first byte that is not UTF-8
+        msg = "JSON nested too deep" if isinstance(cause, RecursionError) else "JSON decode error"
+        detail = [{"loc": loc, "msg": msg, "type": "json_invalid"}]
+        return JSONResponse(status_code=422, content={"detail": detail})
+    return await http_exception_handler(request, exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)

@@ -21,6 +21,7 @@ from nudge.models.followups import (
     referenced_channel,
     referenced_secrets,
 )
+from nudge.models.storable import json_problems
 
 FORMAT = "nudge-followups"
 FORMAT_VERSION = 1
@@ -84,10 +85,14 @@ def read_bundle(data: bytes) -> list[FollowUpDefinition]:
             raise InvalidInput.at(
                 ("body", "manifest.json", "followups"), "expected a list of files"
             )
-        definitions, problems = [], []
+        definitions: list[FollowUpDefinition] = []
+        problems: list[tuple[tuple[str | int, ...], str]] = []
         for path in files:
+            document = _json(bundle, str(path))
+            # What the database could not store: the same rule as for request bodies.
+            problems += json_problems(document, ("body", str(path)))
             try:
-                definitions.append(FollowUpDefinition.model_validate(_json(bundle, str(path))))
+                definitions.append(FollowUpDefinition.model_validate(document))
             except ValidationError as exc:
                 problems += [(("body", str(path), *e["loc"]), e["msg"]) for e in exc.errors()]
         if problems:

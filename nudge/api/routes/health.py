@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from nudge.api.deps import SessionDep, TemporalDep
@@ -13,7 +15,21 @@ from nudge.api.deps import SessionDep, TemporalDep
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+class Health(BaseModel):
+    """What the API depends on, and whether each answers."""
+
+    status: Literal["ok", "degraded"]
+    database: str = Field(description="`ok`, or `unreachable: <error type>`.")
+    temporal: str = Field(description="`ok`, or `unreachable: <error type>`.")
+
+
+@router.get(
+    "/healthz",
+    responses={
+        200: {"model": Health, "description": "The database and Temporal answer."},
+        503: {"model": Health, "description": "The database or Temporal does not answer."},
+    },
+)
 async def healthz(session: SessionDep, temporal: TemporalDep) -> JSONResponse:
     """200 when the database and Temporal answer, 503 naming what does not."""
     checks: dict[str, str] = {}
