@@ -102,7 +102,9 @@ def test_approval_by_email_calls_the_itsm_and_stops_the_reminders(
         assert created.status_code == 201, created.text
         followup_id = created.json()["id"]
 
-        [first] = smtp.wait_for(1, timeout=30)
+        [first] = eventually_blocking(
+            lambda: smtp.messages, timeout=30, message="the first reminder is mailed"
+        )
         assert first.message["Subject"] == "Approval needed: INC0012"
         text = first.message.get_body(preferencelist=("plain",))
         assert text is not None
@@ -162,7 +164,9 @@ def test_a_ticket_that_leaves_the_queue_gets_no_further_webhook(stack: DevRun) -
         created = api.post("/v1/followups", json=body)
         assert created.status_code == 201, created.text
         followup_id = created.json()["id"]
-        [first] = hook.wait_for(1, timeout=30)
+        [first] = eventually_blocking(
+            lambda: hook.requests, timeout=30, message="the first reminder is posted"
+        )
         assert first.json["source"]["reconciliation_id"] == "INC0012"
         assert first.headers["x-nudge-signature"].startswith("t=")
 

@@ -2,7 +2,8 @@
 
 Both run in their own threads, so they serve async tests (the event loop stays free)
 and plain synchronous code alike. Use them as context managers or through the
-``webhook_receiver`` and ``smtp_sink`` fixtures.
+``webhook_receiver`` and ``smtp_sink`` fixtures; wait for what they receive with
+``tests.utils.waiting`` (``received``, ``eventually``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -44,12 +45,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         return int(probe.getsockname()[1])
-
-
-def _wait_until(condition: Callable[[], bool], lock: threading.Condition, timeout: float) -> None:
-    with lock:
-        if not lock.wait_for(condition, timeout):
-            raise TimeoutError(f"nothing arrived within {timeout}s")
 
 
 class _Server:
@@ -168,11 +163,6 @@ class WebhookReceiver(_Server):
                 headers={"Content-Type": "application/json", **(headers or {})},
             ),
         )
-
-    def wait_for(self, count: int = 1, timeout: float = 10) -> list[ReceivedRequest]:
-        """Blocks until ``count`` requests arrived (async code: ``asyncio.to_thread``)."""
-        _wait_until(lambda: len(self._requests) >= count, self._changed, timeout)
-        return self.requests
 
     def start(self) -> None:
         self._server = ThreadingHTTPServer((self._host, 0), self._handler_class())
@@ -320,11 +310,6 @@ class SmtpSink(_Server):
         with self._changed:
             self._messages.append(mail)
             self._changed.notify_all()
-
-    def wait_for(self, count: int = 1, timeout: float = 10) -> list[ReceivedMail]:
-        """Blocks until ``count`` messages arrived (async code: ``asyncio.to_thread``)."""
-        _wait_until(lambda: len(self._messages) >= count, self._changed, timeout)
-        return self.messages
 
     def start(self) -> None:
         self.port = free_port()
