@@ -111,7 +111,7 @@ async def test_secrets_are_write_only(
     )
     assert put.status_code == 204
     names = await api.get("/v1/secrets", headers=tenant.headers())
-    assert [s["name"] for s in names.json()] == ["ITSM_TOKEN"]
+    assert [s["name"] for s in names.json()["items"]] == ["ITSM_TOKEN"]
     assert "tok-123" not in names.text
     async with sessions() as session:
         stored = (
@@ -166,8 +166,8 @@ async def test_another_tenants_objects_are_not_found(
         "/v1/channels/ops",
     ):
         assert (await api.get(path, headers=globex.headers())).status_code == 404, path
-    assert (await api.get("/v1/channels", headers=globex.headers())).json() == []
-    assert (await api.get("/v1/secrets", headers=globex.headers())).json() == []
+    assert (await api.get("/v1/channels", headers=globex.headers())).json()["items"] == []
+    assert (await api.get("/v1/secrets", headers=globex.headers())).json()["items"] == []
     # Globex cannot add Acme's contact to a group of its own either.
     crossing = await api.put("/v1/groups/mine", json={"members": ["ada"]}, headers=globex.headers())
     assert crossing.status_code == 422

@@ -23,7 +23,7 @@ async def test_a_created_key_works_is_listed_by_prefix_and_revoked_answers_401(
     service = {"Authorization": f"Bearer {key['api_key']}"}
     assert (await api.get("/v1/contacts/nobody", headers=service)).status_code == 404
 
-    listed = (await api.get("/v1/api-keys", headers=tenant.headers())).json()
+    listed = (await api.get("/v1/api-keys", headers=tenant.headers())).json()["items"]
     mine = next(k for k in listed if k["id"] == key["id"])
     assert mine["role"] == "service" and mine["last_used_at"] is not None
     assert all("api_key" not in k for k in listed)
@@ -32,7 +32,7 @@ async def test_a_created_key_works_is_listed_by_prefix_and_revoked_answers_401(
     revoked = await api.delete(f"/v1/api-keys/{key['id']}", headers=tenant.headers())
     assert revoked.status_code == 204
     assert (await api.get("/v1/contacts/nobody", headers=service)).status_code == 401
-    listed = (await api.get("/v1/api-keys", headers=tenant.headers())).json()
+    listed = (await api.get("/v1/api-keys", headers=tenant.headers())).json()["items"]
     assert key["id"] not in {k["id"] for k in listed}
     again = await api.delete(f"/v1/api-keys/{key['id']}", headers=tenant.headers())
     assert again.status_code == 404
@@ -46,7 +46,7 @@ async def test_keys_stay_within_their_tenant(
     key_id = created.json()["id"]
     assert (await api.delete(f"/v1/api-keys/{key_id}", headers=other.headers())).status_code == 404
     assert key_id not in {
-        k["id"] for k in (await api.get("/v1/api-keys", headers=other.headers())).json()
+        k["id"] for k in (await api.get("/v1/api-keys", headers=other.headers())).json()["items"]
     }
     still = {"Authorization": f"Bearer {created.json()['api_key']}"}
     assert (await api.get("/v1/contacts/x/journeys", headers=still)).status_code == 404

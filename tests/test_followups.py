@@ -104,7 +104,7 @@ async def stored_messages(api: httpx.AsyncClient, tenant: TenantKeys) -> list[di
 async def first_record(api: httpx.AsyncClient, tenant: TenantKeys, followup_id: str) -> Any:
     listed = (
         await api.get(f"/v1/followups/{followup_id}/records", headers=tenant.headers())
-    ).json()
+    ).json()["items"]
     return listed[0] if listed else None
 
 
@@ -438,7 +438,7 @@ async def test_bad_definitions_are_refused_naming_the_field(
         "body.schedule.attempts",
         "body.data_extraction.looping_element",
     } <= set(fields)
-    assert (await api.get("/v1/followups", headers=admin)).json() == []
+    assert (await api.get("/v1/followups", headers=admin)).json()["items"] == []
 
 
 async def test_a_follow_up_of_one_tenant_is_invisible_to_another(
@@ -457,7 +457,7 @@ async def test_a_follow_up_of_one_tenant_is_invisible_to_another(
         ("DELETE", f"/v1/followups/{followup['id']}"),
     ):
         assert (await api.request(method, path, headers=globex.headers())).status_code == 404, path
-    assert (await api.get("/v1/followups", headers=globex.headers())).json() == []
+    assert (await api.get("/v1/followups", headers=globex.headers())).json()["items"] == []
     assert (
         await api.get(f"/v1/followups/{followup['id']}", headers=acme.headers())
     ).status_code == 200
@@ -611,7 +611,7 @@ async def test_records_without_an_id_are_skipped_and_reported(
     assert [s["index"] for s in body["last_poll"]["skipped"]] == [1]
     listed = (
         await api.get(f"/v1/followups/{followup['id']}/records", headers=tenant.headers())
-    ).json()
+    ).json()["items"]
     assert [r["reconciliation_id"] for r in listed] == ["INC0012"]
 
 
@@ -711,7 +711,7 @@ async def test_a_bad_import_file_is_refused_naming_the_problem(
         await api.post("/v1/followups/import", content=buffer.getvalue(), headers=headers)
     )
     assert "body.a.json.data_extraction" in fields
-    assert (await api.get("/v1/followups", headers=tenant.headers())).json() == []
+    assert (await api.get("/v1/followups", headers=tenant.headers())).json()["items"] == []
 
 
 async def test_groups_are_reminded_unknown_recipients_reported_and_after_each_runs(

@@ -45,7 +45,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
 
 def the_record(api: httpx.Client, followup_id: str, state: str) -> dict[str, Any] | None:
     """The follow-up's only record, when it is in ``state``."""
-    [record] = api.get(f"/v1/followups/{followup_id}/records").json()
+    [record] = api.get(f"/v1/followups/{followup_id}/records").json()["items"]
     return record if record["state"] == state else None
 
 
@@ -136,7 +136,7 @@ def test_approval_by_email_calls_the_itsm_and_stops_the_reminders(
             message="a poll after the record ended",
         )
         assert (report["found"], report["new"]) == (1, 0)
-        [still] = api.get(f"/v1/followups/{followup_id}/records").json()
+        [still] = api.get(f"/v1/followups/{followup_id}/records").json()["items"]
         assert (still["state"], still["attempts_made"]) == ("completed", len(attempts))
         assert len(smtp.messages) == len(attempts)
         api.post(f"/v1/followups/{followup_id}/deactivate").raise_for_status()

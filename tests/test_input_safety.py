@@ -114,7 +114,7 @@ async def test_a_zip_bomb_is_refused_without_unpacking_it(
     refused = await api.post("/v1/followups/import", content=large, headers=headers)
     assert refused.status_code == 422
     assert problems(refused) == {"body.a.json": "unpacks to more than 1 MB"}
-    assert (await api.get("/v1/followups", headers=tenant.headers())).json() == []
+    assert (await api.get("/v1/followups", headers=tenant.headers())).json()["items"] == []
 
 
 async def test_a_template_naming_what_its_feature_lacks_is_refused_at_save_time(

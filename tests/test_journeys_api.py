@@ -57,7 +57,8 @@ async def test_a_journey_is_edited_only_while_not_published_and_every_save_is_a_
     assert (created["status"], created["version"], created["name"]) == ("draft", 1, "Onboarding")
     journey_id = created["id"]
     assert (await api.get(f"/v1/journeys/{journey_id}", headers=admin)).json() == created
-    assert [j["id"] for j in (await api.get("/v1/journeys", headers=admin)).json()] == [journey_id]
+    listed = (await api.get("/v1/journeys", headers=admin)).json()["items"]
+    assert [j["id"] for j in listed] == [journey_id]
 
     renamed = await api.put(f"/v1/journeys/{journey_id}", json=journey("Welcome"), headers=admin)
     assert (renamed.json()["version"], renamed.json()["name"]) == (2, "Welcome")
@@ -75,7 +76,7 @@ async def test_a_journey_is_edited_only_while_not_published_and_every_save_is_a_
     assert (stopped.status_code, stopped.json()["status"]) == (202, "stopped")
     edited = await api.put(f"/v1/journeys/{journey_id}", json=journey("Later"), headers=admin)
     assert (edited.status_code, edited.json()["version"]) == (200, 3)
-    versions = (await api.get(f"/v1/journeys/{journey_id}/versions", headers=admin)).json()
+    versions = (await api.get(f"/v1/journeys/{journey_id}/versions", headers=admin)).json()["items"]
     assert [(v["version"], v["name"]) for v in versions] == [
         (1, "Onboarding"),
         (2, "Welcome"),
@@ -114,7 +115,7 @@ async def test_bad_definitions_are_refused_naming_the_field(
     assert set(problems(await api.post("/v1/journeys", json=template, headers=admin))) == {
         "body.steps.0.message.text"
     }
-    assert (await api.get("/v1/journeys", headers=admin)).json() == []
+    assert (await api.get("/v1/journeys", headers=admin)).json()["items"] == []
 
 
 async def test_an_entry_journey_is_published_after_the_journeys_it_hands_over_to(
@@ -163,7 +164,7 @@ async def test_a_journey_of_one_tenant_is_invisible_to_another(
     ):
         answer = await api.request(method, path, json=body, headers=globex.headers())
         assert answer.status_code == 404, (method, path, answer.text)
-    assert (await api.get("/v1/journeys", headers=globex.headers())).json() == []
+    assert (await api.get("/v1/journeys", headers=globex.headers())).json()["items"] == []
     # Referring to it from the other tenant is as good as naming nothing.
     steal = journey(steps=[{"id": "go", "type": "trigger_journey", "journey_id": journey_id}])
     assert problems(await api.post("/v1/journeys", json=steal, headers=globex.headers())) == {
@@ -285,7 +286,7 @@ async def test_stopping_a_journey_ejects_everyone_for_good(
         params={"state": "stopped"},
         headers=tenant.headers(),
     )
-    assert [e["id"] for e in listed.json()] == [done["id"]]
+    assert [e["id"] for e in listed.json()["items"]] == [done["id"]]
 
     republished = await api.post(
         f"/v1/journeys/{onboarding['id']}/publish", headers=tenant.headers()
@@ -400,7 +401,7 @@ async def test_importing_the_chat_menu_creates_and_publishes_every_journey(
     }
     back = next(s for s in imported["Chat menu: product"]["steps"] if s["id"] == "back")
     assert (back["journey_id"], back["start_at"]) == (main["id"], "menu")
-    listed = (await api.get("/v1/journeys", headers=tenant.headers())).json()
+    listed = (await api.get("/v1/journeys", headers=tenant.headers())).json()["items"]
     assert {j["id"] for j in listed} == {j["id"] for j in imported.values()}
 
 
@@ -421,7 +422,7 @@ async def test_a_bad_template_is_refused_whole_naming_the_field(
     assert problems(
         await api.post("/v1/journeys/import", json=outside, headers=tenant.headers())
     ) == {"body.journeys.about.steps.0.channel": "no channel 'pager'"}
-    assert (await api.get("/v1/journeys", headers=tenant.headers())).json() == []
+    assert (await api.get("/v1/journeys", headers=tenant.headers())).json()["items"] == []
     forbidden = await api.post(
         "/v1/journeys/import", json=chat_menu(), headers=tenant.headers("service")
     )

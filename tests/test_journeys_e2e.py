@@ -61,7 +61,7 @@ class Walk:
         eventually_blocking(seen, timeout=20, interval=0.2, message=f"the worker logs {pattern}")
 
     def inbox(self, key: str | None = None) -> list[dict[str, Any]]:
-        listed: list[dict[str, Any]] = self.call("GET", "/v1/contacts/lin/journeys", key)
+        listed: list[dict[str, Any]] = self.call("GET", "/v1/contacts/lin/journeys", key)["items"]
         return listed
 
 
@@ -82,7 +82,7 @@ def test_the_chat_menu_walk_through_on_the_dev_stack(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     with running_dev(data_dir, tmp_path / "first") as run:
         walk = Walk(run)
-        journeys = walk.call("GET", "/v1/journeys")
+        journeys = walk.call("GET", "/v1/journeys")["items"]
         assert sorted(j["name"] for j in journeys if j["status"] == "published") == [
             "Chat menu: about us",
             "Chat menu: main menu",
@@ -118,6 +118,6 @@ def test_the_chat_menu_walk_through_on_the_dev_stack(tmp_path: Path) -> None:
 
     with running_dev(data_dir, tmp_path / "second") as again:
         # Imported on first start only: the same five journeys, no second menu.
-        assert len(Walk(again).call("GET", "/v1/journeys")) == 5
+        assert len(Walk(again).call("GET", "/v1/journeys")["items"]) == 5
         assert "imported the chat-menu template" not in again.errors()
         stop(again, signal.SIGINT)

@@ -1,11 +1,11 @@
-"""Typed dependencies: the session, the caller, Temporal, settings."""
+"""Typed dependencies: the session, the caller, Temporal, settings, the page asked for."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -13,6 +13,7 @@ from temporalio.client import Client
 from nudge.models.db import transaction
 from nudge.security import SecretBox
 from nudge.settings import Settings
+from nudge.store.pagination import DEFAULT_LIMIT, MAX_CURSOR_LENGTH, MAX_LIMIT, PageRequest
 from nudge.store.tenants import Principal, Role, authenticate, note_key_use
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer nk_…`")
@@ -91,3 +92,26 @@ AdminDep = Annotated[Principal, Depends(require())]
 ServiceDep = Annotated[Principal, Depends(require("service"))]
 AgentDep = Annotated[Principal, Depends(require("agent"))]
 InboxDep = Annotated[Principal, Depends(require("agent", "service"))]
+
+
+def paging(default_limit: int = DEFAULT_LIMIT) -> Callable[..., PageRequest]:
+    """A dependency that reads a list's `limit` and `cursor` query parameters."""
+
+    def page_request(
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_LIMIT, description=f"At most this many items (1-{MAX_LIMIT}).")
+        ] = default_limit,
+        cursor: Annotated[
+            str | None,
+            Query(
+                max_length=MAX_CURSOR_LENGTH,
+                description="`next_cursor` of the previous page; omitted for the first page.",
+            ),
+        ] = None,
+    ) -> PageRequest:
+        return PageRequest(limit=limit, cursor=cursor)
+
+    return page_request
+
+
+PageDep = Annotated[PageRequest, Depends(paging())]

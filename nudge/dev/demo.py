@@ -7,6 +7,7 @@ tenant admin would, so the poller starts the usual way.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -99,11 +100,21 @@ def demo_definition(api_url: str) -> dict[str, Any]:
     }
 
 
+def followup_names(api: httpx.Client) -> Iterator[str]:
+    """The name of every follow-up of the tenant, following the list's pages."""
+    params: dict[str, str | int] = {"limit": 200}
+    while True:
+        page = api.get("/v1/followups", params=params).raise_for_status().json()
+        yield from (followup["name"] for followup in page["items"])
+        if page["next_cursor"] is None:
+            return
+        params["cursor"] = page["next_cursor"]
+
+
 def seed_followup_demo(api_url: str, key: str) -> str | None:
     """Create the demo follow-up once; its id, or None when it already exists."""
     with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"}) as api:
-        existing = api.get("/v1/followups").raise_for_status().json()
-        if any(f["name"] == DEMO_NAME for f in existing):
+        if DEMO_NAME in followup_names(api):
             return None
         api.put(
             "/v1/contacts/ada", json={"name": "Ada Lovelace", "email": "ada@example.com"}

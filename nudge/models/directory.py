@@ -99,8 +99,3 @@ class MessagePublic(BaseModel):
     body: dict[str, Any]
     source: dict[str, Any] | None
     at: datetime
-
-
-class MessagePage(BaseModel):
-    items: list[MessagePublic]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")

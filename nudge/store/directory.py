@@ -13,6 +13,7 @@ from nudge.models.channels import ChannelPut, split_credentials
 from nudge.models.directory import ContactPut
 from nudge.models.tables import Channel, Contact, Group, GroupMember, Secret, utcnow
 from nudge.security import SecretBox
+from nudge.store.pagination import PageRequest, keyset_page
 
 
 async def find_contact(session: AsyncSession, tenant_id: str, external_id: str) -> Contact | None:
@@ -125,11 +126,13 @@ async def get_channel(session: AsyncSession, tenant_id: str, slug: str) -> Chann
     return channel
 
 
-async def list_channels(session: AsyncSession, tenant_id: str) -> list[Channel]:
-    result = await session.execute(
-        select(Channel).where(Channel.tenant_id == tenant_id).order_by(Channel.slug)
-    )
-    return list(result.scalars())
+async def channels_page(
+    session: AsyncSession, tenant_id: str, page: PageRequest
+) -> tuple[list[Channel], str | None]:
+    """The tenant's channels, by slug."""
+    query = select(Channel).where(Channel.tenant_id == tenant_id)
+    rows, next_cursor = await keyset_page(session, query, Channel.slug, Channel.id, page)
+    return [channel for (channel,) in rows], next_cursor
 
 
 def channel_credentials(channel: Channel, box: SecretBox) -> dict[str, str]:
@@ -161,6 +164,15 @@ async def list_secrets(session: AsyncSession, tenant_id: str) -> list[Secret]:
         select(Secret).where(Secret.tenant_id == tenant_id).order_by(Secret.name)
     )
     return list(result.scalars())
+
+
+async def secrets_page(
+    session: AsyncSession, tenant_id: str, page: PageRequest
+) -> tuple[list[Secret], str | None]:
+    """The tenant's secrets, by name."""
+    query = select(Secret).where(Secret.tenant_id == tenant_id)
+    rows, next_cursor = await keyset_page(session, query, Secret.name, Secret.id, page)
+    return [secret for (secret,) in rows], next_cursor
 
 
 async def delete_secret(session: AsyncSession, tenant_id: str, name: str) -> None:

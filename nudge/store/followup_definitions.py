@@ -16,6 +16,7 @@ from nudge.models.followups import (
 from nudge.models.tables import FollowUp, FollowUpVersion, Secret, utcnow
 from nudge.store.directory import find_channel
 from nudge.store.followups import definition_at
+from nudge.store.pagination import PageRequest, keyset_page
 
 
 async def check_references(
@@ -92,6 +93,15 @@ async def list_followups(session: AsyncSession, tenant_id: str) -> list[FollowUp
         .order_by(FollowUp.created_at, FollowUp.id)
     )
     return list(rows.scalars())
+
+
+async def followups_page(
+    session: AsyncSession, tenant_id: str, page: PageRequest
+) -> tuple[list[FollowUp], str | None]:
+    """The tenant's follow-ups (deleted ones left out), oldest first."""
+    query = select(FollowUp).where(FollowUp.tenant_id == tenant_id, FollowUp.status != "deleted")
+    rows, next_cursor = await keyset_page(session, query, FollowUp.created_at, FollowUp.id, page)
+    return [followup for (followup,) in rows], next_cursor
 
 
 async def missing_references(

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nudge.errors import Conflict, NotFound
 from nudge.models.journeys import EnrollmentPublic, JourneyDefinition, JourneyPublic, Trigger
 from nudge.models.tables import Contact, Enrollment, Journey, JourneyVersion, utcnow
+from nudge.store.pagination import PageRequest, keyset_page
 
 ACTIVE = "active"
 
@@ -30,13 +31,13 @@ async def get_journey(session: AsyncSession, tenant_id: str, journey_id: str) ->
     return journey
 
 
-async def list_journeys(session: AsyncSession, tenant_id: str) -> list[Journey]:
-    rows = await session.execute(
-        select(Journey)
-        .where(Journey.tenant_id == tenant_id)
-        .order_by(Journey.created_at, Journey.id)
-    )
-    return list(rows.scalars())
+async def journeys_page(
+    session: AsyncSession, tenant_id: str, page: PageRequest
+) -> tuple[list[Journey], str | None]:
+    """The tenant's journeys, oldest first."""
+    query = select(Journey).where(Journey.tenant_id == tenant_id)
+    rows, next_cursor = await keyset_page(session, query, Journey.created_at, Journey.id, page)
+    return [journey for (journey,) in rows], next_cursor
 
 
 async def journey_definition_at(
@@ -115,13 +116,16 @@ async def delete_journey(session: AsyncSession, journey: Journey) -> None:
     await session.execute(delete(Journey).where(Journey.id == journey.id))
 
 
-async def journey_versions(session: AsyncSession, journey_id: str) -> list[JourneyVersion]:
-    rows = await session.execute(
-        select(JourneyVersion)
-        .where(JourneyVersion.journey_id == journey_id)
-        .order_by(JourneyVersion.version)
+async def versions_page(
+    session: AsyncSession, journey_id: str, page: PageRequest
+) -> tuple[list[JourneyVersion], str | None]:
+    """Every saved version of the journey (found by its tenant first), oldest first."""
+    query = select(JourneyVersion).where(JourneyVersion.journey_id == journey_id)
+    # (version, journey_id) is the key: the journey is the same on every row.
+    rows, next_cursor = await keyset_page(
+        session, query, JourneyVersion.version, JourneyVersion.journey_id, page
     )
-    return list(rows.scalars())
+    return [version for (version,) in rows], next_cursor
 
 
 async def journeys_triggered_by(
@@ -242,15 +246,26 @@ async def active_enrollments_of_contact(
 
 
 async def contact_journeys(
-    session: AsyncSession, tenant_id: str, contact: Contact
-) -> list[EnrollmentPublic]:
-    """What the inbox shows: the contact's enrollments in progress."""
-    return [
-        enrollment_public(enrollment, journey.name, contact.external_id)
-        for enrollment, journey in await active_enrollments_of_contact(
-            session, tenant_id, contact.id
-        )
-    ]
+    session: AsyncSession,
+    tenant_id: str,
+    contact: Contact,
+    page: PageRequest,
+    *,
+    include_ended: bool = False,
+) -> tuple[list[EnrollmentPublic], str | None]:
+    """What the inbox shows: the contact's enrollments in progress, oldest first; with
+    ``include_ended``, every one of them, ended ones included, newest first."""
+    query = (
+        select(Enrollment, Journey.name)
+        .join(Journey, Journey.id == Enrollment.journey_id)
+        .where(Enrollment.tenant_id == tenant_id, Enrollment.contact_id == contact.id)
+    )
+    if not include_ended:
+        query = query.where(Enrollment.state == ACTIVE)
+    rows, next_cursor = await keyset_page(
+        session, query, Enrollment.started_at, Enrollment.id, page, descending=include_ended
+    )
+    return [enrollment_public(e, name, contact.external_id) for e, name in rows], next_cursor
 
 
 def enrollment_public(
@@ -272,34 +287,20 @@ def enrollment_public(
 
 
 async def enrollments_of_journey(
-    session: AsyncSession, journey: Journey, state: str | None, limit: int
-) -> list[EnrollmentPublic]:
+    session: AsyncSession, journey: Journey, state: str | None, page: PageRequest
+) -> tuple[list[EnrollmentPublic], str | None]:
     """The journey's enrollments, newest first, in any state or in ``state``."""
     query = (
         select(Enrollment, Contact.external_id)
         .join(Contact, Contact.id == Enrollment.contact_id)
-        .where(Enrollment.journey_id == journey.id)
-        .order_by(Enrollment.started_at.desc(), Enrollment.id.desc())
-        .limit(limit)
+        .where(Enrollment.tenant_id == journey.tenant_id, Enrollment.journey_id == journey.id)
     )
     if state is not None:
         query = query.where(Enrollment.state == state)
-    rows = await session.execute(query)
-    return [enrollment_public(e, journey.name, external_id) for e, external_id in rows.all()]
-
-
-async def every_enrollment_of_contact(
-    session: AsyncSession, tenant_id: str, contact: Contact, limit: int
-) -> list[EnrollmentPublic]:
-    """The contact's enrollments, ended ones included, newest first."""
-    rows = await session.execute(
-        select(Enrollment, Journey.name)
-        .join(Journey, Journey.id == Enrollment.journey_id)
-        .where(Enrollment.tenant_id == tenant_id, Enrollment.contact_id == contact.id)
-        .order_by(Enrollment.started_at.desc(), Enrollment.id.desc())
-        .limit(limit)
+    rows, next_cursor = await keyset_page(
+        session, query, Enrollment.started_at, Enrollment.id, page, descending=True
     )
-    return [enrollment_public(e, name, contact.external_id) for e, name in rows.all()]
+    return [enrollment_public(e, journey.name, external_id) for e, external_id in rows], next_cursor
 
 
 def mark_ended(enrollment: Enrollment, state: str, by: str, reason: str) -> bool:

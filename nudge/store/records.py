@@ -8,16 +8,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nudge.errors import NotFound
 from nudge.models.payloads import Ending
 from nudge.models.tables import FollowUpRecipient, FollowUpRecord, utcnow
+from nudge.store.pagination import PageRequest, keyset_page
 
 
-async def list_records(session: AsyncSession, followup_id: str) -> list[FollowUpRecord]:
-    """Every record of the follow-up, in the order they were first found."""
-    rows = await session.execute(
-        select(FollowUpRecord)
-        .where(FollowUpRecord.followup_id == followup_id)
-        .order_by(FollowUpRecord.first_seen_at, FollowUpRecord.reconciliation_id)
+async def records_page(
+    session: AsyncSession, tenant_id: str, followup_id: str, page: PageRequest
+) -> tuple[list[FollowUpRecord], str | None]:
+    """The follow-up's records, in the order they were first found."""
+    query = select(FollowUpRecord).where(
+        FollowUpRecord.tenant_id == tenant_id, FollowUpRecord.followup_id == followup_id
     )
-    return list(rows.scalars())
+    rows, next_cursor = await keyset_page(
+        session, query, FollowUpRecord.first_seen_at, FollowUpRecord.reconciliation_id, page
+    )
+    return [record for (record,) in rows], next_cursor
 
 
 async def find_record(

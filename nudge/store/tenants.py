@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nudge.errors import Conflict, InvalidInput, NotFound
 from nudge.models.tables import ApiKey, Tenant, utcnow
 from nudge.security import hash_api_key, new_api_key
+from nudge.store.pagination import PageRequest, keyset_page
 
 Role = Literal["admin", "service", "agent"]
 ROLES: tuple[Role, ...] = ("admin", "service", "agent")
@@ -85,14 +86,13 @@ async def create_api_key(session: AsyncSession, tenant: Tenant, role: Role) -> s
     return key
 
 
-async def list_api_keys(session: AsyncSession, tenant_id: str) -> list[ApiKey]:
+async def api_keys_page(
+    session: AsyncSession, tenant_id: str, page: PageRequest
+) -> tuple[list[ApiKey], str | None]:
     """The tenant's keys that still work, oldest first."""
-    rows = await session.execute(
-        select(ApiKey)
-        .where(ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
-        .order_by(ApiKey.created_at, ApiKey.id)
-    )
-    return list(rows.scalars())
+    query = select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
+    rows, next_cursor = await keyset_page(session, query, ApiKey.created_at, ApiKey.id, page)
+    return [key for (key,) in rows], next_cursor
 
 
 async def revoke_api_key(session: AsyncSession, tenant_id: str, key_id: str) -> ApiKey:

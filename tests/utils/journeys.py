@@ -137,7 +137,7 @@ async def in_progress(
         headers=tenant.headers(role),
     )
     assert answer.status_code == 200, answer.text
-    listed: list[dict[str, Any]] = answer.json()
+    listed: list[dict[str, Any]] = answer.json()["items"]
     return listed
 
 

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from nudge.api.deps import AdminDep, SessionDep
+from nudge.api.deps import AdminDep, PageDep, SessionDep
 from nudge.models.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
-from nudge.store.tenants import issue_api_key, list_api_keys, revoke_api_key
+from nudge.models.pages import Page
+from nudge.store.tenants import api_keys_page, issue_api_key, revoke_api_key
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
 
@@ -16,10 +17,13 @@ KeyId = Annotated[str, Path(max_length=32)]
 
 
 @router.get("")
-async def read_keys(principal: AdminDep, session: SessionDep) -> list[ApiKeyPublic]:
-    """The tenant's keys that still work (never the keys themselves)."""
-    keys = await list_api_keys(session, principal.tenant_id)
-    return [ApiKeyPublic.model_validate(key, from_attributes=True) for key in keys]
+async def read_keys(principal: AdminDep, session: SessionDep, page: PageDep) -> Page[ApiKeyPublic]:
+    """The tenant's keys that still work, oldest first (never the keys themselves)."""
+    keys, next_cursor = await api_keys_page(session, principal.tenant_id, page)
+    return Page[ApiKeyPublic](
+        items=[ApiKeyPublic.model_validate(key, from_attributes=True) for key in keys],
+        next_cursor=next_cursor,
+    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path
 
-from nudge.api.deps import AdminDep, SecretBoxDep, SessionDep
+from nudge.api.deps import AdminDep, PageDep, SecretBoxDep, SessionDep
 from nudge.errors import InvalidInput
 from nudge.models.channels import CHANNEL_SLUG, LAST_USED, ChannelPublic, ChannelPut
+from nudge.models.pages import Page
 from nudge.models.tables import Channel
 from nudge.security import SecretBox
-from nudge.store.directory import channel_credentials, get_channel, list_channels, put_channel
+from nudge.store.directory import channel_credentials, channels_page, get_channel, put_channel
 
 router = APIRouter(prefix="/v1/channels", tags=["channels"])
 
@@ -69,10 +70,13 @@ async def upsert_channel(
 
 @router.get("")
 async def read_channels(
-    principal: AdminDep, session: SessionDep, box: SecretBoxDep
-) -> list[ChannelPublic]:
-    """Every channel of the tenant."""
-    return [channel_public(c, box) for c in await list_channels(session, principal.tenant_id)]
+    principal: AdminDep, session: SessionDep, box: SecretBoxDep, page: PageDep
+) -> Page[ChannelPublic]:
+    """The tenant's channels, by id."""
+    rows, next_cursor = await channels_page(session, principal.tenant_id, page)
+    return Page[ChannelPublic](
+        items=[channel_public(c, box) for c in rows], next_cursor=next_cursor
+    )
 
 
 @router.get("/{channel_id}")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path
 
-from nudge.api.deps import ServiceDep, SessionDep
-from nudge.errors import InvalidInput
-from nudge.models.directory import ContactPublic, ContactPut, MessagePage, MessagePublic
+from nudge.api.deps import PageDep, ServiceDep, SessionDep
+from nudge.models.directory import ContactPublic, ContactPut, MessagePublic
+from nudge.models.pages import Page
 from nudge.models.tables import Contact
 from nudge.store.directory import get_contact, put_contact
 from nudge.store.messages import history_page
@@ -47,18 +47,12 @@ async def read_history(
     external_id: ExternalId,
     principal: ServiceDep,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
-) -> MessagePage:
+    page: PageDep,
+) -> Page[MessagePublic]:
     """The contact's conversation history, newest first."""
     contact = await get_contact(session, principal.tenant_id, external_id)
-    try:
-        rows, next_cursor = await history_page(
-            session, principal.tenant_id, contact.id, limit, cursor
-        )
-    except ValueError as exc:
-        raise InvalidInput.at(("query", "cursor"), str(exc)) from None
-    return MessagePage(
+    rows, next_cursor = await history_page(session, principal.tenant_id, contact.id, page)
+    return Page[MessagePublic](
         items=[MessagePublic.model_validate(m, from_attributes=True) for m in rows],
         next_cursor=next_cursor,
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nudge.api.deps import AdminDep, SessionDep, SettingsDep, TemporalDep
+from nudge.api.deps import AdminDep, PageDep, SessionDep, SettingsDep, TemporalDep
 from nudge.api.rate_limits import RATE_LIMITED, limit_poll
 from nudge.errors import Conflict
 from nudge.models.followup_bundle import (
@@ -23,11 +23,13 @@ from nudge.models.followups import (
     FollowUpRecordPublic,
     RecordStop,
 )
+from nudge.models.pages import Page
 from nudge.models.payloads import Ending
 from nudge.models.signals import POLL_NOW, STOP_RECORD, PollNow
 from nudge.runs.followups import apply_status, signal_poller, signal_record
 from nudge.store.followup_definitions import (
     create_followup,
+    followups_page,
     import_followup,
     list_followups,
     missing_references,
@@ -36,7 +38,7 @@ from nudge.store.followup_definitions import (
     set_status,
 )
 from nudge.store.followups import definition_at, get_followup
-from nudge.store.records import end_record, get_record, list_records
+from nudge.store.records import end_record, get_record, records_page
 from nudge.store.tenants import Principal
 
 router = APIRouter(prefix="/v1/followups", tags=["follow-ups"])
@@ -67,9 +69,12 @@ async def create(
 
 
 @router.get("")
-async def read_all(principal: AdminDep, session: SessionDep) -> list[FollowUpPublic]:
-    """Every follow-up of the tenant."""
-    return [await public(session, f) for f in await list_followups(session, principal.tenant_id)]
+async def read_all(principal: AdminDep, session: SessionDep, page: PageDep) -> Page[FollowUpPublic]:
+    """The tenant's follow-ups, oldest first."""
+    rows, next_cursor = await followups_page(session, principal.tenant_id, page)
+    return Page[FollowUpPublic](
+        items=[await public(session, f) for f in rows], next_cursor=next_cursor
+    )
 
 
 @router.get(
@@ -264,14 +269,15 @@ async def copy(
 
 @router.get("/{followup_id}/records")
 async def records(
-    followup_id: FollowUpId, principal: AdminDep, session: SessionDep
-) -> list[FollowUpRecordPublic]:
-    """The records this follow-up has found, with their state and newest data."""
+    followup_id: FollowUpId, principal: AdminDep, session: SessionDep, page: PageDep
+) -> Page[FollowUpRecordPublic]:
+    """The records this follow-up has found (first found first), with their state and data."""
     followup = await get_followup(session, principal.tenant_id, followup_id)
-    return [
-        FollowUpRecordPublic.model_validate(r, from_attributes=True)
-        for r in await list_records(session, followup.id)
-    ]
+    rows, next_cursor = await records_page(session, principal.tenant_id, followup.id, page)
+    return Page[FollowUpRecordPublic](
+        items=[FollowUpRecordPublic.model_validate(r, from_attributes=True) for r in rows],
+        next_cursor=next_cursor,
+    )
 
 
 @router.post(

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, status
 
 from nudge.api.deps import (
     AdminDep,
     AgentDep,
     InboxDep,
+    PageDep,
     ServiceDep,
     SessionDep,
     SessionsDep,
     SettingsDep,
     TemporalDep,
+    paging,
 )
 from nudge.errors import Conflict
 from nudge.models.journey_templates import JourneyTemplate
@@ -28,6 +30,7 @@ from nudge.models.journeys import (
     JourneyStop,
     JourneyVersionPublic,
 )
+from nudge.models.pages import Page
 from nudge.models.payloads import Ending
 from nudge.models.signals import STOP_ENROLLMENT
 from nudge.models.tables import Journey
@@ -45,17 +48,17 @@ from nudge.store.journeys import (
     delete_journey,
     enrollment_public,
     enrollments_of_journey,
-    every_enrollment_of_contact,
     find_active_enrollment,
     get_journey,
     journey_definition_at,
     journey_public,
-    journey_versions,
-    list_journeys,
+    journeys_page,
     mark_ended,
     save_journey_version,
     set_journey_status,
+    versions_page,
 )
+from nudge.store.pagination import PageRequest
 from nudge.store.tenants import Principal
 
 router = APIRouter(prefix="/v1/journeys", tags=["journeys"])
@@ -66,6 +69,8 @@ JourneyId = Annotated[str, Path(max_length=64)]
 ExternalId = Annotated[
     str, Path(min_length=1, max_length=200, description="The contact's id in your systems.")
 ]
+# Lists of enrollments kept the default they had before every list was paged.
+EnrollmentPageDep = Annotated[PageRequest, Depends(paging(default_limit=100))]
 
 
 def _who(principal: Principal) -> str:
@@ -89,10 +94,13 @@ async def create(
 
 
 @router.get("")
-async def read_all(principal: AdminDep, session: SessionDep) -> list[JourneyPublic]:
-    """Every journey of the tenant, oldest first."""
-    journeys = await list_journeys(session, principal.tenant_id)
-    return [await journey_public(session, journey) for journey in journeys]
+async def read_all(principal: AdminDep, session: SessionDep, page: PageDep) -> Page[JourneyPublic]:
+    """The tenant's journeys, oldest first."""
+    journeys, next_cursor = await journeys_page(session, principal.tenant_id, page)
+    return Page[JourneyPublic](
+        items=[await journey_public(session, journey) for journey in journeys],
+        next_cursor=next_cursor,
+    )
 
 
 @router.post("/import", status_code=status.HTTP_201_CREATED)
@@ -148,14 +156,18 @@ async def remove(journey_id: JourneyId, principal: AdminDep, session: SessionDep
 
 @router.get("/{journey_id}/versions")
 async def versions(
-    journey_id: JourneyId, principal: AdminDep, session: SessionDep
-) -> list[JourneyVersionPublic]:
-    """Every saved version of the journey, oldest first."""
+    journey_id: JourneyId, principal: AdminDep, session: SessionDep, page: PageDep
+) -> Page[JourneyVersionPublic]:
+    """The saved versions of the journey, oldest first."""
     journey = await get_journey(session, principal.tenant_id, journey_id)
-    return [
-        JourneyVersionPublic(**row.definition, version=row.version, created_at=row.created_at)
-        for row in await journey_versions(session, journey.id)
-    ]
+    rows, next_cursor = await versions_page(session, journey.id, page)
+    return Page[JourneyVersionPublic](
+        items=[
+            JourneyVersionPublic(**row.definition, version=row.version, created_at=row.created_at)
+            for row in rows
+        ],
+        next_cursor=next_cursor,
+    )
 
 
 # Lifecycle -----------------------------------------------------------------------------------
@@ -251,12 +263,13 @@ async def read_enrollments(
     journey_id: JourneyId,
     principal: AdminDep,
     session: SessionDep,
+    page: EnrollmentPageDep,
     state: Annotated[EnrollmentState | None, Query(description="Only these.")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> list[EnrollmentPublic]:
+) -> Page[EnrollmentPublic]:
     """The journey's enrollments, newest first: who is where, and how each one ended."""
     journey = await get_journey(session, principal.tenant_id, journey_id)
-    return await enrollments_of_journey(session, journey, state, limit)
+    items, next_cursor = await enrollments_of_journey(session, journey, state, page)
+    return Page[EnrollmentPublic](items=items, next_cursor=next_cursor)
 
 
 # The inbox -----------------------------------------------------------------------------------
@@ -267,16 +280,18 @@ async def read_contact_journeys(
     external_id: ExternalId,
     principal: InboxDep,
     session: SessionDep,
+    page: EnrollmentPageDep,
     include_ended: Annotated[
         bool, Query(description="Also the ended ones (who or what ended each, and why).")
     ] = False,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> list[EnrollmentPublic]:
-    """The contact's journeys in progress, with the step each is at (what the inbox shows)."""
+) -> Page[EnrollmentPublic]:
+    """The contact's journeys in progress, oldest first, with the step each is at (what the
+    inbox shows); with `include_ended`, every one, newest first."""
     contact = await get_contact(session, principal.tenant_id, external_id)
-    if not include_ended:
-        return await contact_journeys(session, principal.tenant_id, contact)
-    return await every_enrollment_of_contact(session, principal.tenant_id, contact, limit)
+    items, next_cursor = await contact_journeys(
+        session, principal.tenant_id, contact, page, include_ended=include_ended
+    )
+    return Page[EnrollmentPublic](items=items, next_cursor=next_cursor)
 
 
 @contact_router.post(

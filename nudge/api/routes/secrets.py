@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from nudge.api.deps import AdminDep, SecretBoxDep, SessionDep
+from nudge.api.deps import AdminDep, PageDep, SecretBoxDep, SessionDep
 from nudge.models.directory import SecretPublic, SecretPut
-from nudge.store.directory import delete_secret, list_secrets, put_secret
+from nudge.models.pages import Page
+from nudge.store.directory import delete_secret, put_secret, secrets_page
 
 router = APIRouter(prefix="/v1/secrets", tags=["secrets"])
 
@@ -29,12 +30,15 @@ async def write_secret(
 
 
 @router.get("")
-async def read_secret_names(principal: AdminDep, session: SessionDep) -> list[SecretPublic]:
-    """The names of the tenant's secrets (never their values)."""
-    return [
-        SecretPublic(name=s.name, updated_at=s.updated_at)
-        for s in await list_secrets(session, principal.tenant_id)
-    ]
+async def read_secret_names(
+    principal: AdminDep, session: SessionDep, page: PageDep
+) -> Page[SecretPublic]:
+    """The names of the tenant's secrets, by name (never their values)."""
+    rows, next_cursor = await secrets_page(session, principal.tenant_id, page)
+    return Page[SecretPublic](
+        items=[SecretPublic(name=s.name, updated_at=s.updated_at) for s in rows],
+        next_cursor=next_cursor,
+    )
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
