@@ -790,7 +790,8 @@ async def test_a_long_loop_continues_as_new_keeping_visits_and_jumps(scene: Scen
         )
     )
     handle = await scene.enroll(journey_id)
-    await eventually(lambda: closed(handle), timeout=60, message="the loop ends")
+    # 1001 sends, each a delivery stored and posted: about a minute on a quiet machine.
+    await eventually(lambda: closed(handle), timeout=180, interval=0.2, message="the loop ends")
     history = await handle.fetch_history()
     started = history.events[0].workflow_execution_started_event_attributes
     assert started.continued_execution_run_id  # the history grew long: it continued as new
