@@ -195,6 +195,8 @@ def test_dev_runs_the_stack_and_stops_on_sigint(tmp_path: Path) -> None:
         assert (tmp_path / "data" / "demo-api-key").read_text().strip() == key
         assert get_contact(run, key) == 404
         assert get_contact(run, key + "x") == 401
+        # The banner says that outbound calls may reach this machine, in development only.
+        assert "may also reach 127.0.0.0/8,::1,localhost (development only)" in run.output()
 
         stop(run, signal.SIGINT)
 

@@ -20,6 +20,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from nudge.models.payloads import PollInput
 from nudge.naming import FOLLOWUP, KIND, RECORD, TENANT
 from tests.conftest import TenantKeys, problems
+from tests.utils.egress import loopback_http
 from tests.utils.followups import REMOVE, followup_definition
 from tests.utils.histories import keep_history, scheduled
 from tests.utils.receivers import WebhookReceiver
@@ -387,7 +388,7 @@ async def test_a_retried_poll_starts_nothing_twice(
     await reminders(webhook_receiver, 1)
     run = record_run(time_env, tenant, followup)
     first_run = (await run.describe()).run_id
-    async with httpx.AsyncClient() as http:
+    async with loopback_http() as http:
         poll = next(
             a
             for a in activities_for(settings, sessions, box, http)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -43,6 +42,7 @@ from nudge.store.journeys import (
     set_journey_status,
 )
 from tests.conftest import TenantKeys
+from tests.utils.egress import loopback_http
 from tests.utils.histories import (
     activity_runs,
     keep_history,
@@ -735,7 +735,7 @@ async def test_a_retried_send_is_sent_once(
         step_id="hello",
         key_prefix=f"journey/{scene.tenant.slug}/test",
     )
-    async with httpx.AsyncClient() as http:
+    async with loopback_http() as http:
         send_step = next(
             a
             for a in activities_for(settings, scene.sessions, box, http)

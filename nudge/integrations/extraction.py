@@ -16,7 +16,6 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 
-
 # The column that keeps it (followup_records.reconciliation_id) holds 200 characters.
 MAX_RECONCILIATION_ID = 200
 
