@@ -35,6 +35,7 @@ KILL_AFTER_SECONDS = 8.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
 DEMO_KEY_FILE = "demo-api-key"
+WORKER = "the worker"
 # Loopback, for the sample ITSM and receivers on this machine (NUDGE_EGRESS_ALLOW).
 DEV_EGRESS_ALLOW = "127.0.0.0/8,::1,localhost"
 
@@ -196,7 +197,7 @@ class DevStack:
     def _start_apps(self) -> None:
         env = self._app_env()
         python = sys.executable
-        self._spawn("the worker", [python, "-m", "nudge", "worker"], env, None)
+        self._spawn(WORKER, [python, "-m", "nudge", "worker"], env, None)
         api = [python, "-m", "nudge", "api", "--host", LOOPBACK, "--port", str(self.api_port)]
         self._spawn("the API", api, env, None)
 
@@ -328,13 +329,18 @@ class DevStack:
             self._stop_signal = signum
 
     def _stop_children(self) -> None:
-        """API and worker first, then Temporal; SIGKILL for anything left after 8 s."""
+        """The worker, then the API, then Temporal; SIGKILL for anything left after 8 s.
+
+        The worker goes first: an activity it lets finish may still be calling the API (the
+        sample ITSM lives there).
+        """
         if not self._children:
             return
         if self._stop_signal is not None:
             _say("stopping: the API and the worker, then Temporal")
         started = time.monotonic()
         apps = [c for c in self._children if c is not self._temporal]
+        _terminate([c for c in apps if c.name == WORKER], until=started + APPS_STOP_SECONDS)
         _terminate(apps, until=started + APPS_STOP_SECONDS)
         _terminate(self._children, until=started + KILL_AFTER_SECONDS)
         for child in self._children:
