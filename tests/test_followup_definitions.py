@@ -594,12 +594,6 @@ def _button_integration_header(data: dict[str, Any]) -> None:
         (_extraction_attribute, ("data_extraction", "set_attributes", 0, "value")),
         (_recipient_integration, ("recipients", "integration", "url")),
         (_recipient_attribute, ("recipients", "set_attributes", 0, "value")),
-        (_card_title, ("message", "card", "title")),
-        (_card_text, ("message", "card", "text")),
-        (_card_image, ("message", "card", "image_url")),
-        (_button_label, ("message", "card", "buttons", 1, "label")),
-        (_text_message, ("message", "text")),
-        (_image_caption, ("message", "image", "caption")),
         (
             _each_attempt_attribute,
             ("post_actions", "after_each_attempt", 1, "set_attribute", "value"),
@@ -621,6 +615,31 @@ def test_secret_references_reach_every_template(
 
     assert secret_references(defn, prefix=()) == [(loc, "S")]
     assert referenced_secrets(defn) == {"S"}
+
+
+@pytest.mark.parametrize(
+    ("place", "loc"),
+    [
+        (_card_title, ("message", "card", "title")),
+        (_card_text, ("message", "card", "text")),
+        (_card_image, ("message", "card", "image_url")),
+        (_button_label, ("message", "card", "buttons", 1, "label")),
+        (_text_message, ("message", "text")),
+        (_image_caption, ("message", "image", "caption")),
+    ],
+)
+def test_a_secret_in_a_message_is_refused_at_its_field(
+    place: Callable[[dict[str, Any]], None], loc: tuple[str | int, ...]
+) -> None:
+    # Messages do not see `secrets` (they would render it to the recipient): not saved.
+    data = followup_definition()
+    place(data)
+
+    with pytest.raises(ValidationError) as caught:
+        FollowUpDefinition.model_validate(data)
+
+    [error] = caught.value.errors()
+    assert (error["loc"], error["input"]) == (loc, "secrets")
 
 
 @pytest.mark.parametrize(

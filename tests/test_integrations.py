@@ -350,10 +350,11 @@ async def test_definitions_that_cannot_render_are_final_errors(
     assert webhook_receiver.requests == []
 
 
-def test_redact_hides_long_values_and_their_encoded_forms() -> None:
+def test_redact_hides_values_and_their_encoded_forms() -> None:
+    # A short value ("abc") only where it stands alone: inside a word it is ordinary text.
     secrets = {"A": "p@ss word/1", "B": "abc", "C": "p@ss"}
-    text = "x p@ss word/1 y p%40ss%20word%2F1 z p%40ss+word%2F1 abc p@ss"
-    assert redact(text, secrets) == "x *** y *** z *** abc ***"
+    text = "x p@ss word/1 y p%40ss%20word%2F1 z p%40ss+word%2F1 abc p@ss xabcx"
+    assert redact(text, secrets) == "x *** y *** z *** *** *** xabcx"
 
 
 # --- set attributes ---------------------------------------------------------------------------

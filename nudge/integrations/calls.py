@@ -7,9 +7,11 @@ post-actions call it. Secrets are rendered into requests but never into errors o
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, quote_plus
 
@@ -18,14 +20,23 @@ from temporalio.exceptions import ApplicationError
 
 from nudge.egress import EgressRefused
 from nudge.integrations.rendering import render_template
+from nudge.models.followups import template_secrets
 from nudge.models.integrations import Integration
+from nudge.models.secret_hosts import SecretValues, host_is_allowed, request_host
 from nudge.templating import TemplateProblem
 
 log = logging.getLogger(__name__)
 
 # 408 and 429 ask the caller to come back later; every other 4xx is final.
 RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
-MIN_REDACTED_LENGTH = 4  # shorter values ("1", "yes") would blank out ordinary text
+# Values shorter than this ("1", "yes") are redacted only where they stand alone (not inside
+# a word or number), since hiding every "1" would blank out ordinary text; see ``redact``.
+MIN_REDACTED_LENGTH = 4
+# The base64 of a value inside a longer string (`user:secret` of basic auth) is recognized
+# by the characters only the value decides; fewer than this would match ordinary text.
+MIN_EMBEDDED_BASE64 = 6
+_BASE64_CHAR = "[A-Za-z0-9+/_-]"
+_WORD_CHAR = "A-Za-z0-9"
 EXCERPT_CHARS = 200
 REDACTED = "***"
 
@@ -60,19 +71,76 @@ class IntegrationError(Exception):
 
 
 def redact(text: str, secrets: Mapping[str, str]) -> str:
-    """``text`` with every secret value longer than 3 characters replaced by ``***``.
+    """``text`` with every secret value, and its common transformations, replaced by ``***``.
 
-    The value's URL-encoded and JSON-escaped forms are replaced too, since a URL or an
-    echoed request body may carry the secret in those shapes.
+    For each value: the value itself, in any letter case, and its URL-encoded (``quote``,
+    ``quote_plus``), JSON-escaped, hex and whitespace-collapsed forms, also in any case
+    (``%2f`` and ``%2F``); its base64 (standard and URL-safe, with or without padding);
+    and the base64 of any string that holds it (``user:secret`` of basic auth,
+    ``secret:``), recognized by the characters only the value decides (and the one
+    character either side, which carries a few of its bits) when there are at least
+    ``MIN_EMBEDDED_BASE64`` of them.
+
+    A value shorter than ``MIN_REDACTED_LENGTH`` characters is replaced, in the same forms
+    but for the embedded base64, only where it stands alone: not right after or before a
+    letter or digit (``Bearer 42``, ``token=42`` and ``"42"`` lose it; ``HTTP 420`` and
+    ``port 8042`` keep their digits). Such a value is guessed in a few tries anyway: use
+    secrets of at least 16 random characters.
     """
-    forms: set[str] = set()
+    alternatives: dict[str, int] = {}  # regex → length of what it matches, longest first
     for value in secrets.values():
-        forms.update((value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]))
+        if not value:
+            continue
+        short = len(value) < MIN_REDACTED_LENGTH
+        for form in _text_forms(value):
+            pattern = f"(?i:{re.escape(form)})"
+            if short:
+                pattern = f"(?<![{_WORD_CHAR}]){pattern}(?![{_WORD_CHAR}])"
+            alternatives[pattern] = len(form)
+        for form in _base64_forms(value, embedded=not short):
+            pattern = re.escape(form)
+            if short:
+                pattern = f"(?<![{_WORD_CHAR}]){pattern}(?![{_WORD_CHAR}])"
+            else:
+                pattern = f"{_BASE64_CHAR}?{pattern}{_BASE64_CHAR}?"
+            alternatives[pattern] = len(form)
+    if not alternatives:
+        return text
     # Longest first, so a secret that contains another is replaced whole.
-    for form in sorted(forms, key=len, reverse=True):
-        if len(form) >= MIN_REDACTED_LENGTH:
-            text = text.replace(form, REDACTED)
-    return text
+    ordered = sorted(alternatives, key=lambda pattern: alternatives[pattern], reverse=True)
+    return re.sub("|".join(ordered), REDACTED, text)
+
+
+def _text_forms(value: str) -> set[str]:
+    forms = {
+        value,
+        quote(value, safe=""),
+        quote(value),
+        quote_plus(value),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        value.encode().hex(),
+        " ".join(value.split()),  # as excerpts of answers show it
+    }
+    return {form for form in forms if form}
+
+
+def _base64_forms(value: str, *, embedded: bool) -> set[str]:
+    raw = value.encode()
+    forms: set[str] = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        whole = encode(raw).decode()
+        forms.update((whole, whole.rstrip("=")))
+        if not embedded:
+            continue
+        # After a prefix of k bytes (k = 0, 1, 2 modulo 3), the characters that encode only
+        # bits of the value are the same whatever the prefix and what follows.
+        for k in range(3):
+            encoded = encode(bytes(k) + raw + bytes(3)).decode()
+            core = encoded[-(-8 * k // 6) : (8 * (k + len(raw))) // 6]
+            if len(core) >= MIN_EMBEDDED_BASE64:
+                forms.add(core)
+    return {form for form in forms if form}
 
 
 async def call_integration(
@@ -81,14 +149,21 @@ async def call_integration(
     context: Mapping[str, Any],
     *,
     secrets: Mapping[str, str],
+    allowed_hosts: Mapping[str, Collection[str]] | None = None,
 ) -> Any:
     """Render and send ``integration``; return its response.
 
-    Templates see ``context`` plus ``secrets``. ``query`` values are added to the URL's own
-    query string (a name in both takes the ``query`` value). A ``body`` must render to JSON
-    and is sent as ``application/json``. The call uses the integration's timeout as a
-    deadline for the whole exchange and follows no redirects; it makes one attempt (the
-    client must not retry on its own: Temporal retries the activity).
+    Templates see ``context`` plus ``secrets``. A secret in ``allowed_hosts`` (name → the
+    only hosts it may go to; by default those ``SecretValues`` carry) is sent to no other
+    host: the url is rendered first, and when its host is not one of them, a template that
+    names the secret is a permanent failure naming secret and host, before anything is
+    sent; a template that does not name it does not see it.
+
+    ``query`` values are added to the URL's own query string (a name in both takes the
+    ``query`` value). A ``body`` must render to JSON and is sent as ``application/json``.
+    The call uses the integration's timeout as a deadline for the whole exchange and follows
+    no redirects; it makes one attempt (the client must not retry on its own: Temporal
+    retries the activity).
 
     Success is a status in ``expected_status``, or any 2xx when that is empty. The result is
     the body parsed as JSON whenever it parses (whatever its Content-Type says: many
@@ -98,7 +173,15 @@ async def call_integration(
     Raises ``IntegrationError``.
     """
     name = integration.name
-    templates = {**context, "secrets": dict(secrets)}
+    if allowed_hosts is None:
+        allowed_hosts = secrets.allowed_hosts if isinstance(secrets, SecretValues) else {}
+    restricted = {key: hosts for key, hosts in allowed_hosts.items() if key in secrets}
+    anywhere = {key: value for key, value in secrets.items() if key not in restricted}
+    # The url decides the host: it sees the restricted secrets it names, checked right after.
+    templates = {
+        **context,
+        "secrets": anywhere | _named(secrets, restricted, [integration.url]),
+    }
 
     def fail(problem: str, *, retryable: bool, status: int | None = None) -> IntegrationError:
         return IntegrationError(name, problem, retryable=retryable, status=status, secrets=secrets)
@@ -110,6 +193,18 @@ async def call_integration(
             raise fail(f"{part}: {exc}", retryable=False) from None
 
     url = _parse_url(rendered("url", integration.url).strip(), fail)
+    host = request_host(url)
+    for secret in _named(secrets, restricted, _sources(integration)):
+        if not host_is_allowed(host, restricted[secret]):
+            allowed = ", ".join(sorted(restricted[secret]))
+            raise fail(
+                f"secret {secret!r} may go only to {allowed}, not to host {host!r}; "
+                "nothing was sent",
+                retryable=False,
+            )
+    templates["secrets"] = anywhere | {
+        key: secrets[key] for key, hosts in restricted.items() if host_is_allowed(host, hosts)
+    }
     query = {key: rendered(f"query {key!r}", value) for key, value in integration.query.items()}
     url = url.copy_merge_params(query) if query else url
     where = _clip(_where(url), secrets)
@@ -152,6 +247,20 @@ async def call_integration(
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _sources(integration: Integration) -> list[str]:
+    """Every template of an integration."""
+    sources = [integration.url, *integration.headers.values(), *integration.query.values()]
+    return sources if integration.body is None else [*sources, integration.body]
+
+
+def _named(
+    secrets: Mapping[str, str], restricted: Mapping[str, Collection[str]], sources: Iterable[str]
+) -> dict[str, str]:
+    """The restricted secrets that ``sources`` name, with their values."""
+    names = {name for source in sources for name in template_secrets(source)}
+    return {name: secrets[name] for name in sorted(names) if name in restricted}
 
 
 class _Fail(Protocol):

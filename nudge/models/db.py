@@ -40,12 +40,17 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(url: str) -> AsyncEngine:
+    """The engine of the API and the worker. Its errors never show the statement's bound
+    parameters (``hide_parameters``): they may be a secret, sealed or not, or customer data,
+    and database errors end up in logs and in answers."""
     driver_url = _driver_url(url, asynchronous=True)
     if driver_url.get_backend_name() == "sqlite":
-        engine = create_async_engine(driver_url)
+        engine = create_async_engine(driver_url, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         return engine
-    return create_async_engine(driver_url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_async_engine(
+        driver_url, hide_parameters=True, pool_pre_ping=True, pool_size=10, max_overflow=20
+    )
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -10,6 +10,7 @@ from zoneinfo import available_timezones
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from nudge.models.email_address import EmailAddress
+from nudge.models.secret_hosts import MAX_ALLOWED_HOSTS, AllowedHosts
 
 EXTERNAL_ID = Annotated[str, Field(min_length=1, max_length=200)]
 _PHONE = re.compile(r"^\+?[0-9]{6,15}$")
@@ -80,9 +81,21 @@ class GroupPublic(BaseModel):
 
 
 class SecretPut(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"value": "s3cr3t-token", "allowed_hosts": ["itsm.example.com"]}]
+        },
+    )
 
     value: Annotated[SecretStr, Field(min_length=1, max_length=10_000)]
+    allowed_hosts: AllowedHosts | None = Field(
+        default=None,
+        description="The only hosts the secret is sent to (host names or IP addresses, "
+        f"1..{MAX_ALLOWED_HOSTS}); `null` lifts the restriction. Left out, a secret that "
+        "exists keeps the hosts it has (a new one has none): changing the value never "
+        "widens where it goes.",
+    )
 
 
 class SecretPublic(BaseModel):

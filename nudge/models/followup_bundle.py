@@ -134,6 +134,14 @@ def _json(bundle: zipfile.ZipFile, path: str) -> Any:
         raise InvalidInput.at(("body", path), "not valid JSON") from None
 
 
+class LeftInactive(BaseModel):
+    """An imported follow-up that was `active` where it came from and starts inactive here."""
+
+    id: str
+    name: str
+    reasons: list[str] = Field(description="What must change before it may run.")
+
+
 class FollowUpImportReport(BaseModel):
     """What an import created, and what the importing tenant still lacks."""
 
@@ -141,4 +149,16 @@ class FollowUpImportReport(BaseModel):
     missing: Requirements = Field(
         description="Channels and secrets the imported follow-ups need and this tenant lacks; "
         "follow-ups that need them were created inactive."
+    )
+    secret_hosts: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Secret name → the hosts the imported follow-ups send it to (a url whose "
+        "host is a template is listed as that url). A follow-up that sends a secret to a "
+        "host that this tenant's secret of that name does not list in `allowed_hosts` is "
+        "created inactive.",
+        examples=[{"ITSM_TOKEN": ["itsm.example.com"]}],
+    )
+    left_inactive: list[LeftInactive] = Field(
+        default_factory=list,
+        description="Follow-ups that were active in the file but were created inactive, and why.",
     )

@@ -134,6 +134,8 @@ class Secret(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(100))
     sealed_value: Mapped[str] = mapped_column(Text)
+    # The only hosts the secret may be sent to (normalized names); None: any host.
+    allowed_hosts: Mapped[list[str] | None] = mapped_column(JsonType)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

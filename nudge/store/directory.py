@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Final
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nudge.errors import InvalidInput, NotFound
 from nudge.models.channels import ChannelPut, split_credentials
 from nudge.models.directory import ContactPut
+from nudge.models.secret_hosts import SecretValues
 from nudge.models.tables import Channel, Contact, Group, GroupMember, Secret, utcnow
 from nudge.security import SecretBox
 from nudge.store.pagination import PageRequest, keyset_page
@@ -142,9 +144,25 @@ def channel_credentials(channel: Channel, box: SecretBox) -> dict[str, str]:
     return credentials
 
 
+class _KeepHosts:
+    def __repr__(self) -> str:
+        return "KEEP_HOSTS"
+
+
+KEEP_HOSTS: Final = _KeepHosts()
+"""``put_secret``'s ``allowed_hosts`` when the request leaves them out: they stay as they are."""
+
+
 async def put_secret(
-    session: AsyncSession, tenant_id: str, name: str, value: str, box: SecretBox
+    session: AsyncSession,
+    tenant_id: str,
+    name: str,
+    value: str,
+    box: SecretBox,
+    allowed_hosts: list[str] | _KeepHosts | None = KEEP_HOSTS,
 ) -> Secret:
+    """Store a secret's value, and the hosts it may go to (None: any; ``KEEP_HOSTS``: those
+    it has, none for a new secret)."""
     secret = (
         await session.execute(
             select(Secret).where(Secret.tenant_id == tenant_id, Secret.name == name)
@@ -153,6 +171,8 @@ async def put_secret(
     if secret is None:
         secret = Secret(tenant_id=tenant_id, name=name)
         session.add(secret)
+    if not isinstance(allowed_hosts, _KeepHosts):
+        secret.allowed_hosts = allowed_hosts
     secret.sealed_value = box.seal(value)
     secret.updated_at = utcnow()
     await session.flush()
@@ -183,9 +203,22 @@ async def delete_secret(session: AsyncSession, tenant_id: str, name: str) -> Non
         raise NotFound("secret", name)
 
 
-async def secret_values(session: AsyncSession, tenant_id: str, box: SecretBox) -> dict[str, str]:
-    """Every secret of the tenant in plain text, for rendering templates inside an activity."""
-    return {s.name: box.open(s.sealed_value) for s in await list_secrets(session, tenant_id)}
+async def secret_values(session: AsyncSession, tenant_id: str, box: SecretBox) -> SecretValues:
+    """Every secret of the tenant in plain text, for rendering templates inside an activity,
+    with the hosts of the restricted ones (``call_integration`` holds them to those)."""
+    secrets = await list_secrets(session, tenant_id)
+    return SecretValues(
+        {s.name: box.open(s.sealed_value) for s in secrets},
+        {s.name: s.allowed_hosts for s in secrets if s.allowed_hosts is not None},
+    )
+
+
+async def secret_hosts(session: AsyncSession, tenant_id: str) -> dict[str, list[str] | None]:
+    """Every secret name of the tenant → its allowed hosts (None: any host)."""
+    rows = await session.execute(
+        select(Secret.name, Secret.allowed_hosts).where(Secret.tenant_id == tenant_id)
+    )
+    return {str(name): (list(hosts) if hosts is not None else None) for name, hosts in rows}
 
 
 async def ensure_log_channels(session: AsyncSession, tenant_id: str, slugs: Sequence[str]) -> None:

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.errors import InvalidInput
-from nudge.models.followup_bundle import Requirements
+from nudge.models.followup_bundle import Requirements, requirements
 from nudge.models.followups import (
     FollowUpDefinition,
     FollowUpPublic,
     referenced_channel,
     secret_references,
 )
+from nudge.models.secret_hosts import (
+    followup_secret_uses,
+    host_problems,
+    placement_problems,
+    secret_destinations,
+    unapproved_destinations,
+)
 from nudge.models.tables import FollowUp, FollowUpVersion, Secret, utcnow
-from nudge.store.directory import find_channel
+from nudge.store.directory import find_channel, secret_hosts
 from nudge.store.followups import definition_at
 from nudge.store.pagination import PageRequest, keyset_page
 
@@ -22,17 +31,19 @@ from nudge.store.pagination import PageRequest, keyset_page
 async def check_references(
     session: AsyncSession, tenant_id: str, definition: FollowUpDefinition
 ) -> None:
-    """Unknown channels and secrets are 422s naming where they are used."""
+    """Unknown channels and secrets, secrets used where secrets may not go (anywhere but an
+    integration's headers, query and body) and secrets sent to a host their
+    ``allowed_hosts`` leave out are 422s naming where they are used."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
     channel = referenced_channel(definition)
     if channel is not None and await find_channel(session, tenant_id, channel) is None:
         problems.append((("body", "channel"), f"no channel {channel!r}"))
-    known = set(
-        (await session.execute(select(Secret.name).where(Secret.tenant_id == tenant_id))).scalars()
-    )
+    hosts = await secret_hosts(session, tenant_id)
     for loc, name in secret_references(definition):
-        if name not in known:
+        if name not in hosts:
             problems.append((loc, f"no secret {name!r}; create it with PUT /v1/secrets/{name}"))
+    uses = followup_secret_uses(definition)
+    problems += placement_problems(uses) + host_problems(uses, hosts)
     if problems:
         raise InvalidInput(problems)
 
@@ -115,10 +126,65 @@ async def missing_references(
     return Requirements(channels=channels, secrets=[s for s in needs.secrets if s not in known])
 
 
+@dataclass(frozen=True)
+class ImportReview:
+    """What importing definitions written by another tenant would do here."""
+
+    secret_hosts: dict[str, list[str]]  # secret name → the hosts they would send it to
+    reasons: list[list[str]]  # per definition, why it must not run yet (empty: it may)
+
+
+async def review_import(
+    session: AsyncSession,
+    tenant_id: str,
+    definitions: list[FollowUpDefinition],
+    missing: Requirements,
+) -> ImportReview:
+    """Where the imported follow-ups would send this tenant's secrets, and which must start
+    inactive: those that lack a channel or secret (``missing``), and those that would send
+    a secret to a host this tenant's secret of that name does not list in its
+    ``allowed_hosts`` (a secret without them is allowed nowhere, for an import).
+
+    Raises ``InvalidInput`` for secrets used where secrets may not go, as a save would
+    (``body.followups.<index>.<field>``).
+    """
+    hosts = await secret_hosts(session, tenant_id)
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    destinations: dict[str, set[str]] = {}
+    reasons: list[list[str]] = []
+    for i, definition in enumerate(definitions):
+        uses = followup_secret_uses(definition)
+        problems += [
+            (loc, f"follow-up {definition.name!r}: {message}")
+            for loc, message in placement_problems(uses, ("body", "followups", i))
+        ]
+        for name, found in secret_destinations(uses).items():
+            destinations.setdefault(name, set()).update(found)
+        needs = requirements([definition])
+        lacks = [
+            f"needs channel {channel!r}, which this tenant lacks"
+            for channel in needs.channels
+            if channel in missing.channels
+        ]
+        lacks += [
+            f"needs secret {name!r}, which this tenant lacks"
+            for name in needs.secrets
+            if name in missing.secrets
+        ]
+        reasons.append(lacks + unapproved_destinations(uses, hosts))
+    if problems:
+        raise InvalidInput(problems)
+    return ImportReview(
+        secret_hosts={name: sorted(found) for name, found in sorted(destinations.items())},
+        reasons=reasons,
+    )
+
+
 async def import_followup(
     session: AsyncSession, tenant_id: str, definition: FollowUpDefinition, *, runnable: bool
 ) -> FollowUp:
-    """Create an imported follow-up; one that lacks a channel or secret starts inactive."""
+    """Create an imported follow-up; one that may not run yet (see ``review_import``) starts
+    inactive."""
     status = definition.status if runnable else "inactive"
     followup = FollowUp(tenant_id=tenant_id, name=definition.name, status=status, version=1)
     session.add(followup)

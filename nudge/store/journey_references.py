@@ -20,8 +20,10 @@ from nudge.models.journeys import (
     SendMessageStep,
     TriggerJourneyStep,
 )
-from nudge.models.tables import Channel, Journey, JourneyVersion, Secret
+from nudge.models.secret_hosts import host_problems, journey_secret_uses, placement_problems
+from nudge.models.tables import Channel, Journey, JourneyVersion
 from nudge.models.validation import Loc
+from nudge.store.directory import secret_hosts
 from nudge.store.journeys import journey_definition_at
 
 
@@ -50,8 +52,9 @@ async def check_journey_references(
     journey_id: str | None = None,
     require_published: bool = True,
 ) -> None:
-    """Unknown or unpublished target journeys, unknown start steps, channels and secrets
-    are refused with the path of the field (``journey_id``: the journey being saved, which
+    """Unknown or unpublished target journeys, unknown start steps, channels and secrets,
+    secrets used where secrets may not go or sent to a host their ``allowed_hosts`` leave
+    out are refused with the path of the field (``journey_id``: the journey being saved, which
     must not trigger itself; ``require_published=False`` lets a set of journeys that trigger
     each other be created before any is published).
 
@@ -71,12 +74,12 @@ async def check_journey_references(
             )
             if found.first() is None:
                 problems.append((("body", "steps", i, "channel"), f"no channel {step.channel!r}"))
-    known = set(
-        (await session.execute(select(Secret.name).where(Secret.tenant_id == tenant_id))).scalars()
-    )
+    hosts = await secret_hosts(session, tenant_id)
     for loc, name in _secret_references(definition):
-        if name not in known:
+        if name not in hosts:
             problems.append((loc, f"no secret {name!r}; create it with PUT /v1/secrets/{name}"))
+    uses = journey_secret_uses(definition)
+    problems += placement_problems(uses) + host_problems(uses, hosts)
     if problems:
         raise InvalidInput(problems)
 

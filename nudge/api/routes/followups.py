@@ -12,6 +12,7 @@ from nudge.api.rate_limits import RATE_LIMITED, limit_poll
 from nudge.errors import Conflict
 from nudge.models.followup_bundle import (
     FollowUpImportReport,
+    LeftInactive,
     read_bundle,
     requirements,
     write_bundle,
@@ -34,6 +35,7 @@ from nudge.store.followup_definitions import (
     list_followups,
     missing_references,
     public,
+    review_import,
     save_new_version,
     set_status,
 )
@@ -126,23 +128,27 @@ async def import_(
     """Import a zip made by export (`--data-binary @file.zip`); reports what is missing."""
     definitions = read_bundle(await request.body())
     missing = await missing_references(session, principal.tenant_id, requirements(definitions))
-    lacking = set(missing.channels) | {f"secret:{s}" for s in missing.secrets}
-    created = []
-    for definition in definitions:
-        needs = requirements([definition])
-        wants = set(needs.channels) | {f"secret:{s}" for s in needs.secrets}
-        created.append(
-            await import_followup(
-                session, principal.tenant_id, definition, runnable=not (wants & lacking)
-            )
+    review = await review_import(session, principal.tenant_id, definitions, missing)
+    created, left_inactive = [], []
+    for definition, reasons in zip(definitions, review.reasons, strict=True):
+        followup = await import_followup(
+            session, principal.tenant_id, definition, runnable=not reasons
         )
+        created.append(followup)
+        if reasons and definition.status == "active":
+            left_inactive.append(LeftInactive(id=followup.id, name=followup.name, reasons=reasons))
     answers = [await public(session, f) for f in created]
     await session.commit()
     for followup in created:
         await apply_status(
             temporal, settings, principal.tenant_slug, followup, "inactive", _who(principal)
         )
-    return FollowUpImportReport(created=answers, missing=missing)
+    return FollowUpImportReport(
+        created=answers,
+        missing=missing,
+        secret_hosts=review.secret_hosts,
+        left_inactive=left_inactive,
+    )
 
 
 @router.get("/{followup_id}")

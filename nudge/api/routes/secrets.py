@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Response, status
 from nudge.api.deps import AdminDep, PageDep, SecretBoxDep, SessionDep
 from nudge.models.directory import SecretPublic, SecretPut
 from nudge.models.pages import Page
-from nudge.store.directory import delete_secret, put_secret, secrets_page
+from nudge.store.directory import KEEP_HOSTS, delete_secret, put_secret, secrets_page
 
 router = APIRouter(prefix="/v1/secrets", tags=["secrets"])
 
@@ -23,8 +23,11 @@ SecretName = Annotated[
 async def write_secret(
     name: SecretName, body: SecretPut, principal: AdminDep, session: SessionDep, box: SecretBoxDep
 ) -> Response:
-    """Store a secret, encrypted. It can never be read back."""
-    await put_secret(session, principal.tenant_id, name, body.value.get_secret_value(), box)
+    """Store a secret, encrypted. It can never be read back. With `allowed_hosts` it is
+    sent to no other host: definitions that would send it elsewhere are refused when saved,
+    and a call that renders to another host fails (so narrowing the hosts holds at once)."""
+    hosts = body.allowed_hosts if "allowed_hosts" in body.model_fields_set else KEEP_HOSTS
+    await put_secret(session, principal.tenant_id, name, body.value.get_secret_value(), box, hosts)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
