@@ -225,6 +225,8 @@ async def test_allowed_hosts_are_validated_and_a_new_value_keeps_them(
     # A new value alone changes nothing of where the secret may go...
     assert (await put_secret(api, tenant)).status_code == 204
     assert "'127.0.0.1'" in problems(await save(api, tenant, definition(itsm.base_url)))[HEADER]
+    listed = (await api.get("/v1/secrets", headers=tenant.headers())).json()["items"]
+    assert [s["allowed_hosts"] for s in listed] == [["itsm.example.com"]]
     # ...null lifts the restriction.
     assert (await put_secret(api, tenant, allowed_hosts=None)).status_code == 204
     assert (await save(api, tenant, definition(itsm.base_url))).status_code == 201

@@ -99,7 +99,12 @@ class SecretPut(BaseModel):
 
 
 class SecretPublic(BaseModel):
+    """A secret as listed: its name and where it may go, never its value."""
+
     name: str
+    allowed_hosts: list[str] | None = Field(
+        default=None, description="The only hosts it is sent to; null when unrestricted."
+    )
     updated_at: datetime
 
 

@@ -39,7 +39,7 @@ async def read_secret_names(
     """The names of the tenant's secrets, by name (never their values)."""
     rows, next_cursor = await secrets_page(session, principal.tenant_id, page)
     return Page[SecretPublic](
-        items=[SecretPublic(name=s.name, updated_at=s.updated_at) for s in rows],
+        items=[SecretPublic.model_validate(s, from_attributes=True) for s in rows],
         next_cursor=next_cursor,
     )
 
