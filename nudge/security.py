@@ -55,7 +55,7 @@ def signature_is_valid(
     if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
         return False
     expected = sign(secret, body, int(timestamp)).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, signature)
+    return hmac.compare_digest(expected.encode(), signature.encode())
 
 
 def _keys(key: str) -> list[str]:
@@ -120,7 +120,9 @@ class ActionTokens:
         tokens included: check ``expired``)."""
         body, _, signature = token.partition(".")
         if not body or not any(
-            hmac.compare_digest(signature, self._signature(key, body)) for key in self._keys
+            # As bytes: compare_digest refuses non-ASCII text, and a token is anyone's input.
+            hmac.compare_digest(signature.encode(), self._signature(key, body).encode())
+            for key in self._keys
         ):
             return None
         try:
