@@ -348,6 +348,12 @@ async def test_definitions_that_cannot_render_are_final_errors(
     assert error.status is None
     assert str(error).startswith(f"integration 'tickets': {problem}"), str(error)
     assert webhook_receiver.requests == []
+    # A template's own fault is the same typed, permanent failure as in a message.
+    failure_type = error.activity_failure().type
+    assert failure_type == (
+        "TemplateError" if "template cannot" in problem else "IntegrationFailed"
+    )
+    assert error.activity_failure().non_retryable
 
 
 def test_redact_hides_values_and_their_encoded_forms() -> None:

@@ -56,18 +56,18 @@ class IntegrationError(Exception):
         retryable: bool,
         status: int | None = None,
         secrets: Mapping[str, str] | None = None,
+        kind: str = "IntegrationFailed",
     ) -> None:
         self.message = redact(f"integration {integration!r}: {problem}", secrets or {})
         super().__init__(self.message)
         self.integration = integration
         self.retryable = retryable
         self.status = status
+        self.kind = kind  # the failure's type in Temporal: `TemplateError` for a template
 
     def activity_failure(self) -> ApplicationError:
         """This error as an activity's failure: Temporal retries it only when that can help."""
-        return ApplicationError(
-            self.message, type="IntegrationFailed", non_retryable=not self.retryable
-        )
+        return ApplicationError(self.message, type=self.kind, non_retryable=not self.retryable)
 
 
 def redact(text: str, secrets: Mapping[str, str]) -> str:
@@ -190,7 +190,10 @@ async def call_integration(
         try:
             return render_template(source, templates)
         except TemplateProblem as exc:
-            raise fail(f"{part}: {exc}", retryable=False) from None
+            # The same permanent, typed failure as a message template's, in every feature.
+            raise IntegrationError(
+                name, f"{part}: {exc}", retryable=False, secrets=secrets, kind="TemplateError"
+            ) from None
 
     url = _parse_url(rendered("url", integration.url).strip(), fail)
     host = request_host(url)
