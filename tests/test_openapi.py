@@ -103,6 +103,14 @@ def _config(api_key: str, known: dict[str, list[str]]) -> schemathesis.Config:
                 # Off: a schema-valid request can be refused with a 422 by the rules that need
                 # the database (an unknown contact, channel or secret) or span several fields.
                 "positive_data_acceptance": {"enabled": False},
+                # A body over 1 MB is refused with 413 before it is parsed: a rejection too.
+                "negative_data_rejection": {
+                    "enabled": True,
+                    "expected-statuses": [
+                        *("400 401 403 404 405 406 409 413 415 422 428 429".split()),
+                        "5xx",
+                    ],
+                },
                 # The others (ignored_auth, negative_data_rejection, use_after_free, ...) stay
                 # on, as schemathesis has them by default.
             },

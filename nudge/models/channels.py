@@ -32,7 +32,7 @@ class LogConfig(_Strict):
 
 class WebhookConfig(_Strict):
     url: HttpUrl
-    secret: SecretStr | None = Field(
+    secret: Annotated[SecretStr, Field(max_length=1_000)] | None = Field(
         default=None,
         description="Signs each body: `X-Nudge-Signature: t=<unix time>,v1=<hex HMAC>`.",
     )
@@ -40,17 +40,17 @@ class WebhookConfig(_Strict):
 
 
 class EmailConfig(_Strict):
-    host: Annotated[str, Field(min_length=1)]
+    host: Annotated[str, Field(min_length=1, max_length=253)]
     port: Annotated[int, Field(ge=1, le=65535)] = 587
     security: Literal["starttls", "tls", "none"] = Field(
         default="starttls",
         description="`starttls` upgrades a plain connection, `tls` connects over TLS (port 465).",
     )
     verify_certificate: bool = True
-    username: str | None = None
-    password: SecretStr | None = None
+    username: Annotated[str, Field(max_length=320)] | None = None
+    password: Annotated[SecretStr, Field(max_length=1_000)] | None = None
     from_address: EmailAddress
-    from_name: str | None = None
+    from_name: Annotated[str, Field(max_length=200)] | None = None
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 30
 
 
@@ -67,13 +67,13 @@ def _http_url(value: SecretStr) -> SecretStr:
 
 
 class SlackConfig(_Strict):
-    webhook_url: Annotated[SecretStr, AfterValidator(_http_url)] = Field(
+    webhook_url: Annotated[SecretStr, Field(max_length=2_000), AfterValidator(_http_url)] = Field(
         description="The incoming-webhook URL Slack gave you; a credential, never returned."
     )
     username: Annotated[str, Field(min_length=1, max_length=80)] | None = Field(
         default=None, description="Sender name shown in Slack (legacy webhooks only)."
     )
-    icon_emoji: Annotated[str, Field(pattern=r"^:\S+:$")] | None = Field(
+    icon_emoji: Annotated[str, Field(pattern=r"^:\S+:$", max_length=100)] | None = Field(
         default=None, description="Sender icon, e.g. `:bell:` (legacy webhooks only)."
     )
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10

@@ -30,10 +30,16 @@ class ContactPut(BaseModel):
 
     name: Annotated[str, Field(max_length=200)] | None = None
     email: EmailAddress | None = None
-    phone: str | None = Field(default=None, description="E.164, e.g. +34600111222.")
+    phone: Annotated[str, Field(max_length=40)] | None = Field(
+        default=None, description="E.164, e.g. +34600111222."
+    )
     chat_id: Annotated[str, Field(max_length=200)] | None = None
-    timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Madrid.")
-    attributes: dict[str, Any] = Field(default_factory=dict, description="Custom attributes.")
+    timezone: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="IANA zone, e.g. Europe/Madrid."
+    )
+    attributes: dict[Annotated[str, Field(max_length=100)], Any] = Field(
+        default_factory=dict, max_length=100, description="Custom attributes (at most 100)."
+    )
 
     @field_validator("phone")
     @classmethod

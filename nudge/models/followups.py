@@ -141,7 +141,9 @@ class DataExtraction(_Strict):
         "templates and to `looping_element` under the integration's `name` (unique)."
     )
     set_attributes: list[SetAttribute] = Field(
-        default_factory=list, description="Attributes set after the integrations, in order."
+        default_factory=list,
+        max_length=50,
+        description="Attributes set after the integrations, in order.",
     )
     looping_element: JmesPath = Field(
         description="JMESPath over `{integration name: response JSON}` giving the list of records."
@@ -199,7 +201,9 @@ class Recipients(_Strict):
         "becomes the source of the `user` and `group` expressions.",
     )
     set_attributes: list[SetAttribute] = Field(
-        default_factory=list, description="Attributes set after the recipient integration."
+        default_factory=list,
+        max_length=50,
+        description="Attributes set after the recipient integration.",
     )
 
     @model_validator(mode="after")
@@ -221,8 +225,8 @@ class Schedule(_Strict):
 class PostActions(_Strict):
     """Actions run after reminders: an integration call or a set-attribute each."""
 
-    after_each_attempt: list[Action] = Field(default_factory=list)
-    after_all_attempts: list[Action] = Field(default_factory=list)
+    after_each_attempt: list[Action] = Field(default_factory=list, max_length=20)
+    after_all_attempts: list[Action] = Field(default_factory=list, max_length=20)
 
 
 class Exit(_Strict):
@@ -254,8 +258,11 @@ class FollowUpDefinition(_Strict):
     )
     schedule: Schedule
     post_actions: PostActions = Field(default_factory=PostActions)
-    button_actions: dict[str, list[Action]] = Field(
+    button_actions: dict[
+        Annotated[str, Field(max_length=63)], Annotated[list[Action], Field(max_length=20)]
+    ] = Field(
         default_factory=dict,
+        max_length=10,
         description="For a card message: a button's `action` → the actions run when a recipient "
         "presses it (the record's follow-up then ends).",
     )

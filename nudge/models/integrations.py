@@ -15,6 +15,9 @@ from nudge.templating import check_template
 INTEGRATION_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
+HeaderName = Annotated[str, Field(min_length=1, max_length=200)]
+TemplateText = Annotated[str, Field(max_length=4_000)]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -26,14 +29,20 @@ class Integration(_Strict):
     name: Annotated[str, Field(pattern=INTEGRATION_NAME, description="Names the response.")]
     method: HttpMethod = "GET"
     url: Annotated[str, Field(min_length=1, max_length=2000, description="A template.")]
-    headers: dict[str, str] = Field(default_factory=dict, description="Values are templates.")
-    query: dict[str, str] = Field(default_factory=dict, description="Values are templates.")
-    body: str | None = Field(
+    headers: dict[HeaderName, TemplateText] = Field(
+        default_factory=dict, max_length=50, description="Values are templates."
+    )
+    query: dict[HeaderName, TemplateText] = Field(
+        default_factory=dict, max_length=50, description="Values are templates."
+    )
+    body: Annotated[str, Field(max_length=100_000)] | None = Field(
         default=None, description="A template that renders to JSON (sent as application/json)."
     )
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 30
     expected_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
-        default_factory=list, description="Statuses that count as success; default any 2xx."
+        default_factory=list,
+        max_length=20,
+        description="Statuses that count as success; default any 2xx.",
     )
 
     @field_validator("url", "body")

@@ -65,6 +65,7 @@ class Trigger(_Strict):
     )
     keywords: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
         default_factory=list,
+        max_length=100,
         description="For `incoming_message`: whole words, any case; none = any message.",
     )
 
@@ -100,6 +101,7 @@ class JourneySettings(_Strict):
     )
     exit_conditions: list[ExitCondition] = Field(
         default_factory=list,
+        max_length=3,
         description="The first of these that happens ends the journey for that contact.",
     )
     max_jumps: Annotated[int, Field(ge=1, le=1000)] = Field(
@@ -438,8 +440,10 @@ class EnrollmentCreate(_Strict):
     contact_id: Annotated[str, Field(min_length=1, max_length=200)] = Field(
         description="The contact's external id."
     )
-    variables: dict[str, Any] = Field(
-        default_factory=dict, description="Starting `variables` that templates see."
+    variables: dict[Annotated[str, Field(max_length=100)], Any] = Field(
+        default_factory=dict,
+        max_length=100,
+        description="Starting `variables` that templates see (at most 100).",
     )
 
 

@@ -27,7 +27,7 @@ class Button(_Strict):
             description="The button action to run when pressed (see `button_actions`).",
         ),
     ]
-    url: str | None = Field(
+    url: Annotated[str, Field(max_length=4_000)] | None = Field(
         default=None, description="Filled in on send: the signed address that records the press."
     )
 
