@@ -166,3 +166,16 @@ async def test_recipient_and_contact_are_the_same_in_every_feature(
         headers=tenant.headers(),
     )
     assert notification.status_code == 202, notification.text
+
+
+async def test_an_encoded_slash_in_an_id_is_not_routed_as_a_separator(
+    api: httpx.AsyncClient, tenant: TenantKeys
+) -> None:
+    await api.put("/v1/contacts/x", json={"name": "X"}, headers=tenant.headers())
+    for method in ("GET", "PUT"):
+        answer = await api.request(
+            method, "/v1/contacts/x%2Fmessages", json={"name": "Y"}, headers=tenant.headers()
+        )
+        assert answer.status_code == 404, (method, answer.text)
+        assert answer.json() == {"detail": "an id in the path cannot contain '/'"}
+    assert (await api.get("/v1/contacts/x/messages", headers=tenant.headers())).status_code == 200

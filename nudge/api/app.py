@@ -14,6 +14,7 @@ from nudge.api.body_limit import BodyLimit
 from nudge.api.errors import install_error_handlers
 from nudge.api.input_guard import refuse_unstorable_input
 from nudge.api.openapi import install_openapi
+from nudge.api.path_guard import EncodedSlashGuard
 from nudge.api.rate_limits import RateLimits
 from nudge.api.routes import (
     actions,
@@ -77,6 +78,7 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(EncodedSlashGuard)
     routers = (
         health,
         contacts,
