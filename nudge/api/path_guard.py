@@ -6,8 +6,7 @@ contact ``x``'s history instead of contact ``x/messages``. Refused at once, nami
 
 from __future__ import annotations
 
-import json
-
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
@@ -18,17 +17,7 @@ class EncodedSlashGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path") or b""
         if scope["type"] == "http" and b"%2f" in raw.lower():
-            body = json.dumps({"detail": "an id in the path cannot contain '/'"}).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 404,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            refusal = JSONResponse({"detail": "an id in the path cannot contain '/'"}, 404)
+            await refusal(scope, receive, send)
             return
         await self._app(scope, receive, send)
