@@ -119,7 +119,6 @@ _CANNOT_CONFLICT = {
     "DELETE /v1/secrets/{name}",
     "POST /v1/api-keys",
     "DELETE /v1/api-keys/{key_id}",
-    "POST /v1/notifications",
     "POST /v1/followups",
     "POST /v1/followups/import",
     "PUT /v1/followups/{followup_id}",

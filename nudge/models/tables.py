@@ -143,6 +143,11 @@ class Notification(Base):
     """One individual send requested through ``POST /v1/notifications``."""
 
     __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint(
+            "tenant_id", "idempotency_key", name="uq_notifications_tenant_idempotency_key"
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -154,6 +159,8 @@ class Notification(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     error: Mapped[str | None] = mapped_column(Text)
     delivery_id: Mapped[str | None] = mapped_column(ForeignKey("deliveries.id"))
+    # The client's `Idempotency-Key`: a retried request finds this notification again.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

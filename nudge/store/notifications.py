@@ -31,9 +31,11 @@ def add_notification(
     contact: Contact,
     request: NotificationCreate,
     resolved_channel: str,
+    idempotency_key: str | None = None,
 ) -> Notification:
     """A `queued` notification; its id is known once the session flushes."""
     notification = Notification(
+        idempotency_key=idempotency_key,
         tenant_id=tenant_id,
         contact_id=contact.id,
         channel=request.channel,
@@ -49,3 +51,14 @@ async def mark_not_queued(session: AsyncSession, notification_id: str, why: str)
     notification = await session.get_one(Notification, notification_id)
     notification.status, notification.error = "failed", f"could not be queued: {why}"
     notification.updated_at = utcnow()
+
+
+async def find_by_idempotency_key(
+    session: AsyncSession, tenant_id: str, idempotency_key: str
+) -> Notification | None:
+    rows = await session.execute(
+        select(Notification).where(
+            Notification.tenant_id == tenant_id, Notification.idempotency_key == idempotency_key
+        )
+    )
+    return rows.scalar_one_or_none()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Response, status
 
 from nudge.api.deps import ServiceDep, SessionDep, SessionsDep, SettingsDep, TemporalDep
 from nudge.api.rate_limits import RATE_LIMITED, limit_notifications
@@ -16,6 +16,18 @@ from nudge.store.directory import external_id_of
 from nudge.store.notifications import get_notification
 
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]{1,200}$",
+        description="Your key for this request: a retry with the same key and body answers"
+        " the same notification and never sends twice.",
+    ),
+]
 
 
 def notification_public(n: Notification, contact: str, tenant: str) -> NotificationPublic:
@@ -46,18 +58,20 @@ async def send_notification(
     temporal: TemporalDep,
     settings: SettingsDep,
     response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> NotificationPublic:
     """Queue one message to one contact; it is sent by a workflow, effectively once."""
-    notification, contact = await queue_notification(
+    notification, external_id = await queue_notification(
         temporal,
         sessions,
         settings,
         tenant_id=principal.tenant_id,
         tenant_slug=principal.tenant_slug,
         request=body,
+        idempotency_key=idempotency_key,
     )
     response.headers["Location"] = f"/v1/notifications/{notification.id}"
-    return notification_public(notification, contact.external_id, principal.tenant_slug)
+    return notification_public(notification, external_id, principal.tenant_slug)
 
 
 @router.get("/{notification_id}")
