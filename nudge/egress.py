@@ -187,8 +187,3 @@ def checked_socket(
         return sock
     assert refusal is not None
     raise refusal
-
-
-def loopback_allowed(policy: EgressPolicy) -> bool:
-    """True when the policy lets calls reach this machine (what `nudge dev` announces)."""
-    return any(ipaddress.ip_address("127.0.0.1") in n for n in policy.networks)

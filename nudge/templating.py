@@ -189,10 +189,14 @@ class _Deadline:
     def __init__(self, budget: float) -> None:
         self._until = time.thread_time() + budget  # CPU time: a preempted render is not refused
         self._ticks = 0
+        self._fired = False
 
     def __call__(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if self._fired:
+            return None  # raised once: let the render unwind without tracing every frame
         self._ticks += 1
         if self._ticks % 16 == 0 and time.thread_time() > self._until:
+            self._fired = True
             raise _refuse(f"it takes more than {TIME_BUDGET * 1000:.0f} ms")
         return self
 

@@ -9,9 +9,12 @@ import zipfile
 from collections.abc import AsyncIterator
 
 import httpx
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from tests.conftest import TenantKeys, problems
 from tests.utils.followups import followup_definition
+from tests.utils.receivers import WebhookReceiver
 
 
 async def test_internal_mail_domains_are_valid_addresses(
@@ -154,18 +157,27 @@ async def test_a_template_naming_what_its_feature_lacks_is_refused_at_save_time(
     assert "unknown variable 'followup'" in problems(answer)["body.steps.0.message.text"]
 
 
-async def test_recipient_and_contact_are_the_same_in_every_feature(
-    api: httpx.AsyncClient, tenant: TenantKeys
+async def test_recipient_and_contact_name_the_same_contact_in_a_notification(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+    worker: Worker,
 ) -> None:
+    # `recipient` was a follow-up's name only: a notification using it failed at send time.
     await api.put("/v1/contacts/ada", json={"name": "Ada"}, headers=tenant.headers())
-    await api.put("/v1/channels/console", json={"type": "log"}, headers=tenant.headers())
+    channel = {"type": "webhook", "config": {"url": webhook_receiver.url}}
+    await api.put("/v1/channels/hook", json=channel, headers=tenant.headers())
     text = "{{ recipient.name }} / {{ contact.name }}"
-    notification = await api.post(
+    queued = await api.post(
         "/v1/notifications",
-        json={"contact_id": "ada", "channel": "console", "message": {"kind": "text", "text": text}},
+        json={"contact_id": "ada", "channel": "hook", "message": {"kind": "text", "text": text}},
         headers=tenant.headers(),
     )
-    assert notification.status_code == 202, notification.text
+    assert queued.status_code == 202, queued.text
+    await time_env.client.get_workflow_handle(queued.json()["workflow_id"]).result()
+    (request,) = webhook_receiver.requests
+    assert request.json["message"]["text"] == "Ada / Ada"
 
 
 async def test_an_encoded_slash_in_an_id_is_not_routed_as_a_separator(

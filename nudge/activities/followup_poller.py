@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from nudge.activities.failures import permanent, template_failure
 from nudge.errors import NotFound
 from nudge.integrations.attributes import AttributeChanges, apply_set_attributes
 from nudge.integrations.calls import IntegrationError, call_integration
@@ -66,7 +67,7 @@ class FollowUpPollerActivities:
                 followup = await get_followup(session, request.tenant_id, request.followup_id)
             except NotFound as exc:
                 # Deleted: its poller is being stopped; polling again will not bring it back.
-                raise ApplicationError(str(exc), type="FollowUpGone", non_retryable=True) from exc
+                raise permanent("FollowUpGone", str(exc)) from exc
             definition = await definition_at(session, followup.id, followup.version)
             secrets = await secret_values(session, request.tenant_id, self._box)
             globals_ = await global_attributes(session, request.tenant_id)
@@ -157,13 +158,13 @@ class FollowUpPollerActivities:
             )
         except TemplateProblem as exc:
             # A template that cannot render will not render on a retry either.
-            raise ApplicationError(str(exc), type="TemplateError", non_retryable=True) from exc
+            raise template_failure(exc) from exc
         try:
             extraction = extract_records(
                 extraction_def.looping_element, extraction_def.reconciliation_id, responses
             )
         except ExtractionError as exc:
-            raise ApplicationError(str(exc), type="ExtractionFailed", non_retryable=True) from exc
+            raise permanent("ExtractionFailed", str(exc)) from exc
         return changes, extraction
 
     async def _report_poll(self, followup_id: str, report: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from nudge.activities.failures import template_failure
 from nudge.integrations.attributes import AttributeChanges, apply_set_attributes
 from nudge.integrations.calls import IntegrationError, call_integration
 from nudge.messaging.channels.base import Outbound
@@ -46,7 +47,7 @@ def _set_attributes(items: list[SetAttribute], context: dict[str, Any]) -> Attri
     try:
         return apply_set_attributes(items, context)
     except TemplateProblem as exc:
-        raise ApplicationError(str(exc), type="TemplateError", non_retryable=True) from exc
+        raise template_failure(exc) from exc
 
 
 class FollowUpRecordActivities:
@@ -189,7 +190,7 @@ class FollowUpRecordActivities:
                 definition.message, message_context(contact_context(contact), **context)
             )
         except TemplateProblem as exc:
-            raise ApplicationError(str(exc), type="TemplateError", non_retryable=True) from exc
+            raise template_failure(exc) from exc
         if isinstance(message, CardMessage):
             for button in message.card.buttons:
                 token = self._tokens.issue(

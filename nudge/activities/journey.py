@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from nudge.activities.failures import permanent, template_failure
 from nudge.errors import Conflict
 from nudge.integrations.attributes import apply_set_attributes
 from nudge.integrations.calls import IntegrationError, call_integration
@@ -100,16 +100,12 @@ class _Enrolled:
         }
 
 
-def _permanent(kind: str, message: str) -> ApplicationError:
-    return ApplicationError(message, type=kind, non_retryable=True)
-
-
 def _rendered(source: str, context: dict[str, Any], where: str) -> str:
     # Any error of a template (a syntax error, {{ 1 / 0 }}) renders the same way on a retry.
     try:
         return render(source, context)
     except Exception as exc:
-        raise _permanent("TemplateError", f"{where}: {exc}") from None
+        raise template_failure(exc, where) from None
 
 
 def _ended(enrollment: Enrollment) -> StepOutcome:
@@ -208,14 +204,14 @@ class JourneyActivities:
         try:
             message = render_message(step.message, entered.templates())
         except Exception as exc:
-            raise _permanent("TemplateError", f"step {step.id!r} message: {exc}") from None
+            raise template_failure(exc, f"step {step.id!r} message") from None
         await self._deliver(entered, request, channel, message, entered.source())
         return StepOutcome()
 
     async def _channel(self, entered: _Enrolled, wanted: str) -> Channel:
         slug = entered.contact.last_channel if wanted == LAST_USED else wanted
         if slug is None:
-            raise _permanent(
+            raise permanent(
                 "ChannelNotFound",
                 f"contact {entered.contact.external_id!r} has not written on any channel yet,"
                 " so `last_used` names none",
@@ -223,7 +219,7 @@ class JourneyActivities:
         async with self._sessions() as session:
             channel = await find_channel(session, entered.tenant.id, slug)
         if channel is None:
-            raise _permanent("ChannelNotFound", f"no channel {slug!r}")
+            raise permanent("ChannelNotFound", f"no channel {slug!r}")
         return channel
 
     async def _deliver(
@@ -299,7 +295,7 @@ class JourneyActivities:
         try:
             changes = apply_set_attributes(items, entered.templates())
         except Exception as exc:
-            raise _permanent("TemplateError", f"step {step.id!r}: {exc}") from None
+            raise template_failure(exc, f"step {step.id!r}") from None
         async with transaction(self._sessions) as session:
             contact = await session.get_one(Contact, entered.contact.id)
             contact.attributes = {**contact.attributes, **changes.contact}
@@ -346,7 +342,7 @@ class JourneyActivities:
         async with self._sessions() as session:
             inbox = await find_channel(session, entered.tenant.id, INBOX_CHANNEL)
         if inbox is None:
-            raise _permanent(
+            raise permanent(
                 "ChannelNotFound",
                 f"step {step.id!r} assigns through the channel {INBOX_CHANNEL!r}, which does not"
                 f" exist; create it with PUT /v1/channels/{INBOX_CHANNEL}",
@@ -421,7 +417,7 @@ class JourneyActivities:
 async def _enrollment(session: AsyncSession, enrollment_id: str) -> Enrollment:
     enrollment = await session.get(Enrollment, enrollment_id)
     if enrollment is None:  # its journey was deleted
-        raise _permanent("EnrollmentNotFound", f"enrollment {enrollment_id!r} no longer exists")
+        raise permanent("EnrollmentNotFound", f"enrollment {enrollment_id!r} no longer exists")
     return enrollment
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from nudge.activities.failures import permanent, template_failure
 from nudge.messaging.channels.base import Outbound
 from nudge.messaging.contacts import contact_context, recipient_of
 from nudge.messaging.delivery import Deliverer
@@ -32,10 +32,8 @@ class NotificationActivities:
             contact = await session.get_one(Contact, notification.contact_id)
             channel = await find_channel(session, tenant.id, notification.resolved_channel)
         if channel is None:
-            raise ApplicationError(
-                f"channel {notification.resolved_channel!r} no longer exists",
-                type="ChannelNotFound",
-                non_retryable=True,
+            raise permanent(
+                "ChannelNotFound", f"channel {notification.resolved_channel!r} no longer exists"
             )
         try:
             message = render_message(
@@ -43,7 +41,7 @@ class NotificationActivities:
                 message_context(contact_context(contact)),
             )
         except TemplateProblem as exc:
-            raise ApplicationError(str(exc), type="TemplateError", non_retryable=True) from exc
+            raise template_failure(exc) from exc
 
         async def mark_notification_sent(session: AsyncSession, delivery: Delivery) -> None:
             sent = await session.get_one(Notification, notification.id)

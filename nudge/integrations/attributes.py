@@ -8,9 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nudge.integrations.rendering import render_template
 from nudge.models.integrations import SetAttribute
-from nudge.templating import TemplateProblem
+from nudge.templating import TemplateProblem, render
 
 
 @dataclass
@@ -43,7 +42,7 @@ def apply_set_attributes(
     templates = {key: value for key, value in context.items() if key != "secrets"}
     for item in items:
         try:
-            text = render_template(item.value, templates)
+            text = render(item.value, templates)
         except TemplateProblem as exc:
             raise TemplateProblem(f"set attribute {item.scope}.{item.name}: {exc}") from None
         scopes[item.scope][item.name] = _typed(text)

@@ -19,11 +19,10 @@ import httpx
 from temporalio.exceptions import ApplicationError
 
 from nudge.egress import EgressRefused
-from nudge.integrations.rendering import render_template
 from nudge.models.followups import template_secrets
 from nudge.models.integrations import Integration
 from nudge.models.secret_hosts import SecretValues, host_is_allowed, request_host
-from nudge.templating import TemplateProblem
+from nudge.templating import TemplateProblem, render
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +187,7 @@ async def call_integration(
 
     def rendered(part: str, source: str) -> str:
         try:
-            return render_template(source, templates)
+            return render(source, templates)
         except TemplateProblem as exc:
             # The same permanent, typed failure as a message template's, in every feature.
             raise IntegrationError(

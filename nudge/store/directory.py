@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from sqlalchemy import delete, select
@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nudge.errors import InvalidInput, NotFound
 from nudge.models.channels import ChannelPut, split_credentials
 from nudge.models.directory import ContactPut
-from nudge.models.secret_hosts import SecretValues
+from nudge.models.secret_hosts import SecretUse, SecretValues, host_problems, placement_problems
 from nudge.models.tables import Channel, Contact, Group, GroupMember, Secret, utcnow
+from nudge.models.validation import Loc
 from nudge.security import SecretBox
 from nudge.store.pagination import PageRequest, keyset_page
 
@@ -280,3 +281,20 @@ async def reseal_everything(session: AsyncSession, box: SecretBox) -> int:
         count += 1
     await session.flush()
     return count
+
+
+async def secret_problems(
+    session: AsyncSession,
+    tenant_id: str,
+    references: Iterable[tuple[Loc, str]],
+    uses: Sequence[SecretUse],
+) -> list[tuple[Loc, str]]:
+    """What a definition gets wrong about the tenant's secrets: ones that do not exist, ones
+    read where secrets may not go, and ones sent to a host their ``allowed_hosts`` leave out."""
+    hosts = await secret_hosts(session, tenant_id)
+    problems = [
+        (loc, f"no secret {name!r}; create it with PUT /v1/secrets/{name}")
+        for loc, name in references
+        if name not in hosts
+    ]
+    return problems + placement_problems(uses) + host_problems(uses, hosts)

@@ -17,13 +17,12 @@ from nudge.models.followups import (
 )
 from nudge.models.secret_hosts import (
     followup_secret_uses,
-    host_problems,
     placement_problems,
     secret_destinations,
     unapproved_destinations,
 )
 from nudge.models.tables import FollowUp, FollowUpVersion, Secret, utcnow
-from nudge.store.directory import find_channel, secret_hosts
+from nudge.store.directory import find_channel, secret_hosts, secret_problems
 from nudge.store.followups import definition_at
 from nudge.store.pagination import PageRequest, keyset_page
 
@@ -38,12 +37,9 @@ async def check_references(
     channel = referenced_channel(definition)
     if channel is not None and await find_channel(session, tenant_id, channel) is None:
         problems.append((("body", "channel"), f"no channel {channel!r}"))
-    hosts = await secret_hosts(session, tenant_id)
-    for loc, name in secret_references(definition):
-        if name not in hosts:
-            problems.append((loc, f"no secret {name!r}; create it with PUT /v1/secrets/{name}"))
-    uses = followup_secret_uses(definition)
-    problems += placement_problems(uses) + host_problems(uses, hosts)
+    problems += await secret_problems(
+        session, tenant_id, secret_references(definition), followup_secret_uses(definition)
+    )
     if problems:
         raise InvalidInput(problems)
 

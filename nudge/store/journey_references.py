@@ -20,10 +20,10 @@ from nudge.models.journeys import (
     SendMessageStep,
     TriggerJourneyStep,
 )
-from nudge.models.secret_hosts import host_problems, journey_secret_uses, placement_problems
-from nudge.models.tables import Channel, Journey, JourneyVersion
+from nudge.models.secret_hosts import journey_secret_uses
+from nudge.models.tables import Journey, JourneyVersion
 from nudge.models.validation import Loc
-from nudge.store.directory import secret_hosts
+from nudge.store.directory import find_channel, secret_problems
 from nudge.store.journeys import journey_definition_at
 
 
@@ -66,20 +66,15 @@ async def check_journey_references(
             problems += await _target_problems(
                 session, tenant_id, i, step, journey_id, require_published
             )
-        elif isinstance(step, SendMessageStep | AskStep) and step.channel != LAST_USED:
-            found = await session.execute(
-                select(Channel.id).where(
-                    Channel.tenant_id == tenant_id, Channel.slug == step.channel
-                )
-            )
-            if found.first() is None:
-                problems.append((("body", "steps", i, "channel"), f"no channel {step.channel!r}"))
-    hosts = await secret_hosts(session, tenant_id)
-    for loc, name in _secret_references(definition):
-        if name not in hosts:
-            problems.append((loc, f"no secret {name!r}; create it with PUT /v1/secrets/{name}"))
-    uses = journey_secret_uses(definition)
-    problems += placement_problems(uses) + host_problems(uses, hosts)
+        elif (
+            isinstance(step, SendMessageStep | AskStep)
+            and step.channel != LAST_USED
+            and await find_channel(session, tenant_id, step.channel) is None
+        ):
+            problems.append((("body", "steps", i, "channel"), f"no channel {step.channel!r}"))
+    problems += await secret_problems(
+        session, tenant_id, _secret_references(definition), journey_secret_uses(definition)
+    )
     if problems:
         raise InvalidInput(problems)
 

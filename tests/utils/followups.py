@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any, Final
+
+from nudge.models.followups import FOLLOWUP_EXAMPLE
 
 EXAMPLE_ITSM = "https://itsm.example.com"
 
@@ -23,78 +26,10 @@ def followup_definition(itsm: str = EXAMPLE_ITSM, **overrides: Any) -> dict[str,
     Overrides go in by key: a dict is merged into the default one (``message={"card":
     {"title": ...}}`` changes the title only), any other value replaces it (lists too),
     and ``REMOVE`` takes the key out. The default, with the example ITSM, is the API.md
-    example exactly (tests/test_followup_definitions.py keeps them in step).
+    example exactly.
     """
-    tickets = f"{itsm}/api/tickets"
-    default: dict[str, Any] = {
-        "name": "Tickets pending approval",
-        "status": "active",
-        "data_extraction": {
-            "polling_minutes": 10,
-            "integrations": [
-                {
-                    "name": "tickets",
-                    "method": "GET",
-                    "url": f"{tickets}?state=pending_approval",
-                    "headers": {"Authorization": "Bearer {{ secrets.ITSM_TOKEN }}"},
-                    "timeout_seconds": 30,
-                }
-            ],
-            "set_attributes": [
-                {
-                    "scope": "global",
-                    "name": "pending_count",
-                    "value": "{{ tickets.result | length }}",
-                }
-            ],
-            "looping_element": "tickets.result",
-            "reconciliation_id": "number",
-            "record_type": "json",
-        },
-        "recipients": {
-            "user": {"source": "approver.email", "match_on": "email"},
-            "group": {"source": "assignment_group", "match_on": "name"},
-        },
-        "message": {
-            "kind": "card",
-            "card": {
-                "title": "Approval needed: {{ followup.data.number }}",
-                "text": "{{ followup.data.short_description }}",
-                "buttons": [
-                    {"label": "Approve", "action": "approve"},
-                    {"label": "Reject", "action": "reject"},
-                ],
-            },
-        },
-        "channel": "last_used",
-        "schedule": {"notify_minutes": 60, "attempts": 3},
-        "post_actions": {
-            "after_each_attempt": [],
-            "after_all_attempts": [
-                {
-                    "type": "integration",
-                    "integration": {
-                        "name": "escalate",
-                        "method": "POST",
-                        "url": tickets + "/{{ followup.data.number }}/escalate",
-                    },
-                }
-            ],
-        },
-        "button_actions": {
-            "approve": [
-                {
-                    "type": "integration",
-                    "integration": {
-                        "name": "approve",
-                        "method": "POST",
-                        "url": tickets + "/{{ followup.data.number }}/approve",
-                    },
-                }
-            ]
-        },
-        "exit": {"on_record_resolved": True, "on_reply": False},
-    }
+    # The API.md example is the model's own (FOLLOWUP_EXAMPLE); only its ITSM moves.
+    default: dict[str, Any] = json.loads(json.dumps(FOLLOWUP_EXAMPLE).replace(EXAMPLE_ITSM, itsm))
     return _merged(default, overrides)
 
 
