@@ -369,3 +369,45 @@ Index(
     sqlite_where=Enrollment.state == "active",
     postgresql_where=Enrollment.state == "active",
 )
+
+
+class OutboxEntry(Base):
+    """What is left to tell Temporal about something the database already holds.
+
+    Written in the same transaction as the change it belongs to (a message, an enrollment,
+    a stop), relayed at once after the commit and, when that fails or the process dies
+    first, by the relay of every worker until done: a crash or a Temporal outage delays a
+    start or a signal, it never loses one.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_due", "done_at", "due_at"),
+        Index("ix_outbox_event", "tenant_id", "event_key"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # The accepted event these entries complete (`message:<message_id>`), so a client's
+    # retry of the event can finish what the first try left.
+    event_key: Mapped[str | None] = mapped_column(String(250))
+    # `start` a workflow or `signal` one.
+    action: Mapped[str] = mapped_column(String(8))
+    workflow_id: Mapped[str] = mapped_column(String(500))
+    # The registered workflow name (start) or signal name (signal).
+    name: Mapped[str] = mapped_column(String(100))
+    # The workflow's input or the signal's argument, as JSON (no secrets: ids and text).
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # Start options: search attributes, summary, conflict rules.
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # A signal whose run may not exist yet (an enrollment whose start is still to be
+    # relayed) waits for it until this moment instead of being dropped.
+    wait_for_run_until: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    due_at: Mapped[datetime] = mapped_column(default=utcnow)
+    leased_until: Mapped[datetime | None] = mapped_column()
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    done_at: Mapped[datetime | None] = mapped_column()
+    # delivered | started | no_run | gave_up
+    outcome: Mapped[str | None] = mapped_column(String(16))
