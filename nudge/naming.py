@@ -27,6 +27,7 @@ FOLLOWUP_POLLER_WORKFLOW = "FollowUpPoller"
 FOLLOWUP_RECORD_WORKFLOW = "FollowUpRecord"
 JOURNEY_WORKFLOW = "JourneyEnrollment"
 JOURNEY_STOP_ALL_WORKFLOW = "JourneyStopAll"
+DELIVERY_RESEND_WORKFLOW = "DeliveryResend"
 
 
 class Kind(StrEnum):
@@ -35,6 +36,7 @@ class Kind(StrEnum):
     FOLLOWUP_RECORD = "followup-record"
     JOURNEY = "journey"
     JOURNEY_STOP_ALL = "journey-stop"
+    DELIVERY_RESEND = "delivery-resend"
 
 
 def _part(value: str) -> str:
@@ -61,6 +63,11 @@ def journey_workflow_id(tenant: str, journey_id: str, external_id: str) -> str:
 def journey_stop_all_workflow_id(tenant: str, journey_id: str, stop_id: str) -> str:
     """Each stop-all is a run of its own: a journey can be stopped, published and stopped again."""
     return f"journey-stop/{_part(tenant)}/{_part(journey_id)}/{_part(stop_id)}"
+
+
+def delivery_resend_workflow_id(tenant: str, delivery_id: str) -> str:
+    """One resend per delivery: asking again finds the same run."""
+    return f"delivery-resend/{_part(tenant)}/{_part(delivery_id)}"
 
 
 def journey_summary(journey_name: str, external_id: str) -> str:

@@ -14,7 +14,7 @@ from nudge.integrations.attributes import AttributeChanges, apply_set_attributes
 from nudge.integrations.calls import IntegrationError, call_integration
 from nudge.messaging.channels.base import Outbound
 from nudge.messaging.contacts import contact_context, recipient_of
-from nudge.messaging.delivery import Deliverer
+from nudge.messaging.delivery import Deliverer, Sent
 from nudge.messaging.recipients import resolve_recipients
 from nudge.models.db import transaction
 from nudge.models.followups import FollowUpDefinition
@@ -28,15 +28,15 @@ from nudge.models.payloads import (
     RecordInput,
     RecordPlan,
 )
-from nudge.models.tables import Channel, Contact, Delivery, FollowUp, FollowUpRecord, Tenant, utcnow
+from nudge.models.tables import Channel, Contact, FollowUp, FollowUpRecord, Tenant, utcnow
 from nudge.models.template_context import message_context
+from nudge.naming import record_workflow_id
 from nudge.security import ActionTokens, SecretBox
 from nudge.store.directory import find_channel, secret_values
 from nudge.store.followups import (
     add_record_recipient,
     definition_at,
     global_attributes,
-    record_state,
     set_global_attributes,
 )
 from nudge.templating import TemplateProblem
@@ -84,7 +84,7 @@ class FollowUpRecordActivities:
         """Resolve recipients, render and send to each (effectively once), then after-each."""
         async with self._sessions() as session:
             record = await session.get_one(FollowUpRecord, request.record_id)
-            if record.state != "following":
+            if not _followed_by(record, request.generation):
                 return AttemptResult(sent=0, stopped=True)
             followup = await session.get_one(FollowUp, record.followup_id)
             tenant = await session.get_one(Tenant, record.tenant_id)
@@ -98,7 +98,11 @@ class FollowUpRecordActivities:
         if definition.recipients.integration is not None:
             try:
                 source = await call_integration(
-                    self._http, definition.recipients.integration, context, secrets=secrets
+                    self._http,
+                    definition.recipients.integration,
+                    context,
+                    secrets=secrets,
+                    idempotency_key=f"{request.key_prefix}:{request.attempt}:recipients",
                 )
             except IntegrationError as exc:
                 raise exc.activity_failure() from exc
@@ -112,32 +116,42 @@ class FollowUpRecordActivities:
                 session, tenant.id, definition.channel, recipients.contacts
             )
 
-        sent, failures = 0, dict[str, str]()
+        sent, failures, unknown = 0, dict[str, str](), list[str]()
         for contact in recipients.contacts:
-            if await self._stopped(record.id):
-                return AttemptResult(sent=sent, unmatched=recipients.unmatched, stopped=True)
+            # A worker killed mid-attempt is noticed within the heartbeat timeout, not the
+            # attempt's start-to-close timeout.
+            activity.heartbeat()
+            if await self._stopped(record.id, request.generation):
+                return AttemptResult(
+                    sent=sent, unmatched=recipients.unmatched, stopped=True, unknown=len(unknown)
+                )
             channel = channels.get(contact.id)
             if channel is None:
                 failures[contact.external_id] = "no channel: the contact has not written on any"
                 continue
             try:
-                await self._send(
+                outcome = await self._send(
                     tenant, followup, record, definition, request, contact, channel, context
                 )
-                sent += 1
             except ApplicationError as exc:
                 if not exc.non_retryable:
                     raise
                 failures[contact.external_id] = str(exc)
-        await self._after_attempt(record.id, request, recipients.unmatched, failures)
+                continue
+            if outcome.unknown:
+                unknown.append(contact.external_id)
+            else:
+                sent += 1
+        await self._after_attempt(record.id, request, recipients.unmatched, failures, unknown)
         await self._run_stage(
+            tenant,
             record.id,
             f"after_each_attempt:{request.attempt}",
             definition.post_actions.after_each_attempt,
             context,
             secrets,
         )
-        return AttemptResult(sent=sent, unmatched=recipients.unmatched)
+        return AttemptResult(sent=sent, unmatched=recipients.unmatched, unknown=len(unknown))
 
     def _record_context(
         self,
@@ -170,9 +184,10 @@ class FollowUpRecordActivities:
                 found[contact.id] = channel
         return found
 
-    async def _stopped(self, record_id: str) -> bool:
+    async def _stopped(self, record_id: str, generation: int | None) -> bool:
         async with self._sessions() as session:
-            return await record_state(session, record_id) != "following"
+            record = await session.get_one(FollowUpRecord, record_id)
+            return not _followed_by(record, generation)
 
     async def _send(
         self,
@@ -184,7 +199,7 @@ class FollowUpRecordActivities:
         contact: Contact,
         channel: Channel,
         context: dict[str, Any],
-    ) -> None:
+    ) -> Sent:
         try:
             message = render_message(
                 definition.message, message_context(contact_context(contact), **context)
@@ -220,19 +235,26 @@ class FollowUpRecordActivities:
             },
         )
 
-        async def remember_recipient(session: AsyncSession, _: Delivery) -> None:
+        async def remember_recipient(session: AsyncSession) -> None:
+            # With the claim, before the provider is called: a reply that arrives a moment
+            # after the message finds whom it ends.
             await add_record_recipient(session, record.id, contact.id)
 
-        await self._deliverer.deliver(
+        return await self._deliverer.deliver(
             tenant_id=tenant.id,
             contact=contact,
             channel=channel,
             outbound=outbound,
-            after_sent=remember_recipient,
+            on_claim=remember_recipient,
         )
 
     async def _after_attempt(
-        self, record_id: str, request: AttemptInput, unmatched: list[str], failures: dict[str, str]
+        self,
+        record_id: str,
+        request: AttemptInput,
+        unmatched: list[str],
+        failures: dict[str, str],
+        unknown: list[str],
     ) -> None:
         async with transaction(self._sessions) as session:
             record = await session.get_one(FollowUpRecord, record_id)
@@ -243,15 +265,20 @@ class FollowUpRecordActivities:
                 "attempt": request.attempt,
                 "unmatched_recipients": unmatched,
                 "failed_sends": failures,
+                # Not sent again: an earlier try may have reached them (see GET /v1/deliveries).
+                "unknown_sends": unknown,
             }
 
     # Actions ------------------------------------------------------------------------------
 
     @activity.defn(name="run_actions")
     async def run_actions(self, request: ActionsInput) -> None:
-        """After all attempts, or a pressed button's actions; each stage runs once."""
+        """After all attempts, or a pressed button's actions; each action runs once."""
         async with self._sessions() as session:
             record = await session.get_one(FollowUpRecord, request.record_id)
+            if request.generation is not None and record.generation != request.generation:
+                return  # the record came back: its new generation's run acts for it
+            tenant = await session.get_one(Tenant, request.tenant_id)
             definition = await definition_at(session, record.followup_id, record.version)
             secrets = await secret_values(session, request.tenant_id, self._box)
             globals_ = await global_attributes(session, request.tenant_id)
@@ -262,55 +289,122 @@ class FollowUpRecordActivities:
         context = self._record_context(
             record, definition, request.attempt, definition.schedule.attempts, globals_
         )
-        await self._run_stage(record.id, request.stage, actions, context, secrets)
+        await self._run_stage(tenant, record.id, request.stage, actions, context, secrets)
 
     async def _run_stage(
         self,
+        tenant: Tenant,
         record_id: str,
         stage: str,
         actions: list[Action],
         context: dict[str, Any],
         secrets: dict[str, str],
     ) -> None:
+        """Run a stage's actions in order, each recorded done with its outputs as soon as it
+        succeeds: a retry (one action failed, the worker died) skips what was done, feeding
+        later templates the outputs it recorded, so an "approve" reaches the ITSM once."""
         if not actions:
             return
         async with self._sessions() as session:
             record = await session.get_one(FollowUpRecord, record_id)
             if record.actions_done.get(stage):
                 return
+            done: dict[str, Any] = dict(record.actions_done)
+            key_prefix = _actions_key_prefix(tenant, record)
         local: dict[str, Any] = dict(context["local"])
         global_changes: dict[str, Any] = {}
-        for action in actions:
-            step_context = {
-                **context,
-                "local": local,
-                "global": {**context["global"], **global_changes},
-            }
-            if isinstance(action, IntegrationAction):
-                try:
-                    response = await call_integration(
-                        self._http, action.integration, step_context, secrets=secrets
-                    )
-                except IntegrationError as exc:
-                    raise exc.activity_failure() from exc
-                context = {**context, action.integration.name: response}
-            else:
-                changes = _set_attributes([action.set_attribute], step_context)
-                local.update(changes.local)
-                global_changes.update(changes.global_)
+        for index, action in enumerate(actions):
+            activity.heartbeat()
+            outputs = done.get(_action_key(stage, index))
+            if not isinstance(outputs, dict):
+                step_context = {
+                    **context,
+                    "local": local,
+                    "global": {**context["global"], **global_changes},
+                }
+                outputs = await self._run_action(
+                    action, step_context, secrets, f"{key_prefix}:{stage}:{index}"
+                )
+                await self._action_done(
+                    record_id, stage, index, outputs, {**local, **outputs["local"]}
+                )
+            local.update(outputs["local"])
+            global_changes.update(outputs["global"])
+            if "response" in outputs:
+                context = {**context, outputs["name"]: outputs["response"]}
         async with transaction(self._sessions) as session:
             record = await session.get_one(FollowUpRecord, record_id)
             record.local = local
             record.actions_done = {**record.actions_done, stage: True}
-            await set_global_attributes(session, record.tenant_id, global_changes)
+
+    async def _run_action(
+        self,
+        action: Action,
+        context: dict[str, Any],
+        secrets: dict[str, str],
+        idempotency_key: str,
+    ) -> dict[str, Any]:
+        """One action's outputs: its attribute changes, and an integration's response."""
+        if isinstance(action, IntegrationAction):
+            try:
+                response = await call_integration(
+                    self._http,
+                    action.integration,
+                    context,
+                    secrets=secrets,
+                    idempotency_key=idempotency_key,
+                )
+            except IntegrationError as exc:
+                raise exc.activity_failure() from exc
+            return {
+                "local": {},
+                "global": {},
+                "name": action.integration.name,
+                "response": response,
+            }
+        changes = _set_attributes([action.set_attribute], context)
+        return {"local": changes.local, "global": changes.global_}
+
+    async def _action_done(
+        self,
+        record_id: str,
+        stage: str,
+        index: int,
+        outputs: dict[str, Any],
+        local: dict[str, Any],
+    ) -> None:
+        async with transaction(self._sessions) as session:
+            record = await session.get_one(FollowUpRecord, record_id)
+            record.local = local
+            record.actions_done = {**record.actions_done, _action_key(stage, index): outputs}
+            await set_global_attributes(session, record.tenant_id, outputs["global"])
 
     @activity.defn(name="end_record")
     async def end_record(self, request: EndRecordInput) -> None:
-        """Record who or what ended this run, and why."""
+        """Record who or what ended this run, and why; only its own generation's row."""
         async with transaction(self._sessions) as session:
             record = await session.get_one(FollowUpRecord, request.record_id)
+            if request.generation is not None and record.generation != request.generation:
+                return  # the record came back meanwhile: the new generation is not ended
             if record.state == "following":
                 record.state = request.state
                 record.ended_by, record.end_reason = request.stop.by, request.stop.reason
                 record.ended_at = utcnow()
             record.next_attempt_at = None
+
+
+def _followed_by(record: FollowUpRecord, generation: int | None) -> bool:
+    """True while the record is followed, and by the run of this generation."""
+    if generation is not None and record.generation != generation:
+        return False
+    return record.state == "following"
+
+
+def _action_key(stage: str, index: int) -> str:
+    return f"{stage}#{index}"
+
+
+def _actions_key_prefix(tenant: Tenant, record: FollowUpRecord) -> str:
+    """Idempotency keys of actions: the record's run and generation, then stage and index."""
+    workflow_id = record_workflow_id(tenant.slug, record.followup_id, record.reconciliation_id)
+    return f"{workflow_id}#{record.generation}"

@@ -45,7 +45,13 @@ class NotificationActivities:
 
         async def mark_notification_sent(session: AsyncSession, delivery: Delivery) -> None:
             sent = await session.get_one(Notification, notification.id)
-            sent.status, sent.delivery_id, sent.error = "sent", delivery.id, None
+            if delivery.status == "unknown":
+                # Not `sent`: nobody knows. The notification's statuses have no `unknown`
+                # (yet), so it says failed and why; the delivery holds the truth.
+                sent.status, sent.delivery_id = "failed", delivery.id
+                sent.error = f"outcome unknown (delivery {delivery.id}): {delivery.error}"
+            else:
+                sent.status, sent.delivery_id, sent.error = "sent", delivery.id, None
             sent.updated_at = utcnow()
 
         outbound = Outbound(

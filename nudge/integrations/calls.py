@@ -11,11 +11,12 @@ import base64
 import json
 import logging
 import re
-from collections.abc import Collection, Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Collection, Iterable, Mapping
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, quote_plus
 
 import httpx
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from nudge.egress import EgressRefused
@@ -25,6 +26,8 @@ from nudge.models.secret_hosts import SecretValues, host_is_allowed, request_hos
 from nudge.templating import TemplateProblem, render
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # 408 and 429 ask the caller to come back later; every other 4xx is final.
 RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
@@ -149,8 +152,13 @@ async def call_integration(
     *,
     secrets: Mapping[str, str],
     allowed_hosts: Mapping[str, Collection[str]] | None = None,
+    idempotency_key: str | None = None,
 ) -> Any:
     """Render and send ``integration``; return its response.
+
+    ``idempotency_key`` goes out as the ``Idempotency-Key`` header (unless the integration
+    sets that header itself): the caller gives the same key to every retry of one call, so
+    a system that honours it does what a retried "approve" asks only once.
 
     Templates see ``context`` plus ``secrets``. A secret in ``allowed_hosts`` (name → the
     only hosts it may go to; by default those ``SecretValues`` carry) is sent to no other
@@ -211,6 +219,10 @@ async def call_integration(
     url = url.copy_merge_params(query) if query else url
     where = _clip(_where(url), secrets)
     headers = {"Accept": "application/json"}
+    if idempotency_key is not None and not any(
+        key.lower() == "idempotency-key" for key in integration.headers
+    ):
+        headers["Idempotency-Key"] = idempotency_key
     for key, source in integration.headers.items():
         value = rendered(f"header {key!r}", source).strip()
         if "\r" in value or "\n" in value:
@@ -241,11 +253,33 @@ async def call_integration(
     except (httpx.HTTPError, ValueError, TypeError) as exc:  # e.g. a header that is not ASCII
         raise fail(f"request cannot be built: {exc}", retryable=False) from None
 
-    response = await _send(http, request, integration, where, fail)
+    response = await heartbeating(_send(http, request, integration, where, fail))
     log.debug(
         "integration %r: %s %s answered %d", name, request.method, where, response.status_code
     )
     return _result_or_raise(response, integration, where, secrets, fail)
+
+
+HEARTBEAT_EVERY = 5.0
+
+
+async def heartbeating(call: Awaitable[T], every: float = HEARTBEAT_EVERY) -> T:
+    """``call``'s result; meanwhile, inside an activity, a heartbeat every ``every`` seconds.
+
+    Activities that call providers run with a short heartbeat timeout, so that a killed
+    worker is noticed in seconds: a slow provider must not look like a dead worker."""
+    if not activity.in_activity():
+        return await call
+    task = asyncio.ensure_future(call)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return task.result()
+            activity.heartbeat()
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
 
 
 # --- helpers ----------------------------------------------------------------------------------

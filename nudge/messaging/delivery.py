@@ -1,13 +1,23 @@
 """Sending one rendered message effectively once: claim the key, send, record.
 
-Shared by notifications, follow-up attempts and journey steps.
+Shared by notifications, follow-up attempts, journey steps and operators' resends.
+
+A try first claims the send's idempotency key, which takes a lease: while it is live no
+other try calls the provider for that key (a retry that finds it fails, retryably, without
+sending). A retry that finds an earlier try's claim with no recorded outcome (the worker
+died, or recording failed, after the provider may have taken the message) sends again only
+on channels whose provider drops a copy with the same key; on the others it records the
+send `unknown` and sends nothing, until an operator resends it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy.exc import IntegrityError
@@ -15,24 +25,49 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.exceptions import ApplicationError
 
 from nudge.egress import EgressPolicy
-from nudge.messaging.channels.base import ChannelError, Outbound
+from nudge.integrations.calls import heartbeating
+from nudge.messaging.channels.base import ChannelError, ChannelSender, Outbound
 from nudge.messaging.channels.registry import build_sender
 from nudge.models.db import transaction
 from nudge.models.messages import plain_text
-from nudge.models.tables import Channel, Contact, Delivery, Message
+from nudge.models.tables import Channel, Contact, Delivery, Message, utcnow
 from nudge.security import SecretBox
 from nudge.store import deliveries
+from nudge.store.deliveries import DELIVERED_STATES, Claim
 from nudge.store.directory import channel_credentials
 
 log = logging.getLogger(__name__)
 
 AfterSent = Callable[[AsyncSession, Delivery], Awaitable[None]]
+OnClaim = Callable[[AsyncSession], Awaitable[None]]
+
+# Beyond the provider's own timeout: time to record its answer before the lease lapses.
+LEASE_MARGIN = timedelta(seconds=30)
+UNKNOWN_REASON = (
+    "an earlier try may have reached the provider, which does not drop copies:"
+    " not sent again (an operator can resend it)"
+)
 
 
 @dataclass(frozen=True)
 class Sent:
     delivery_id: str
     already_sent: bool
+    # `sent`, or `unknown`: an earlier try's outcome is unknown and it was not sent again.
+    status: str = "sent"
+
+    @property
+    def unknown(self) -> bool:
+        return self.status == "unknown"
+
+
+def outbound_json(outbound: Outbound) -> dict[str, Any]:
+    """What a delivery keeps of its message, enough to resend it as it was meant."""
+    return {
+        "recipient": dataclasses.asdict(outbound.recipient),
+        "message": outbound.message.model_dump(mode="json", exclude_none=True),
+        "source": outbound.source,
+    }
 
 
 class Deliverer:
@@ -58,37 +93,11 @@ class Deliverer:
         channel: Channel,
         outbound: Outbound,
         after_sent: AfterSent | None = None,
+        on_claim: OnClaim | None = None,
     ) -> Sent:
-        delivery = await self._claim(tenant_id, contact, channel, outbound.idempotency_key)
-        already_sent = delivery.status == "sent"
-        if not already_sent:
-            if delivery.tries > 1 and delivery.status == "sending":
-                # An earlier try died between calling the provider and recording its answer.
-                # Sending again with the same idempotency key lets the provider drop the copy.
-                log.warning("resending %s after an interrupted try", outbound.idempotency_key)
-            await self._send(delivery, channel, outbound)
-        await self._record(delivery.id, contact, outbound, after_sent)
-        return Sent(delivery_id=delivery.id, already_sent=already_sent)
-
-    async def _claim(
-        self, tenant_id: str, contact: Contact, channel: Channel, idempotency_key: str
-    ) -> Delivery:
-        """The delivery for this key, committed before any provider is called."""
-        try:
-            async with transaction(self._sessions) as session:
-                return await deliveries.add_delivery(
-                    session,
-                    tenant_id=tenant_id,
-                    idempotency_key=idempotency_key,
-                    contact_id=contact.id,
-                    channel=channel.slug,
-                )
-        except IntegrityError:
-            pass  # a retry: an earlier try claimed the key
-        async with transaction(self._sessions) as session:
-            return await deliveries.retry_delivery(session, idempotency_key)
-
-    async def _send(self, delivery: Delivery, channel: Channel, outbound: Outbound) -> None:
+        """Send ``outbound`` once. ``on_claim`` runs in the claim's transaction, before the
+        provider is called (what a reply must find); ``after_sent`` in the one that records
+        the outcome. Raises ``ApplicationError`` (retryable unless the failure is final)."""
         sender = build_sender(
             channel.type,
             channel.config,
@@ -96,8 +105,90 @@ class Deliverer:
             self._http,
             self._egress,
         )
+        claim = await self._claim(
+            tenant_id, contact, channel, outbound, sender.longest_send + LEASE_MARGIN, on_claim
+        )
+        delivery = claim.delivery
+        if not claim.leased:
+            return await self._as_found(claim, contact, outbound, after_sent)
+        if claim.outcome_unknown:
+            if not sender.honours_idempotency_key:
+                log.warning("%s: outcome unknown, not sent again", outbound.idempotency_key)
+                async with transaction(self._sessions) as session:
+                    await deliveries.mark_unknown(session, delivery.id, UNKNOWN_REASON)
+                await self._record(delivery.id, contact, outbound, after_sent)
+                return Sent(delivery_id=delivery.id, already_sent=False, status="unknown")
+            # The provider drops the copy if the earlier try reached it.
+            log.warning("resending %s after an interrupted try", outbound.idempotency_key)
+        await self._send(delivery, channel, sender, outbound)
+        await self._record(delivery.id, contact, outbound, after_sent)
+        return Sent(delivery_id=delivery.id, already_sent=False)
+
+    async def _claim(
+        self,
+        tenant_id: str,
+        contact: Contact,
+        channel: Channel,
+        outbound: Outbound,
+        lease: timedelta,
+        on_claim: OnClaim | None,
+    ) -> Claim:
+        """The delivery for this key, committed before any provider is called."""
         try:
-            receipt = await sender.send(outbound)
+            async with transaction(self._sessions) as session:
+                delivery = await deliveries.add_delivery(
+                    session,
+                    tenant_id=tenant_id,
+                    idempotency_key=outbound.idempotency_key,
+                    contact_id=contact.id,
+                    channel=channel.slug,
+                    lease=lease,
+                    outbound=outbound_json(outbound),
+                )
+                if on_claim is not None:
+                    await on_claim(session)
+                return Claim(delivery, leased=True, previous_status=None)
+        except IntegrityError:
+            pass  # a retry: an earlier try claimed the key
+        async with transaction(self._sessions) as session:
+            claim = await deliveries.claim_again(session, outbound.idempotency_key, lease)
+            if on_claim is not None:
+                await on_claim(session)
+            return claim
+
+    async def _as_found(
+        self, claim: Claim, contact: Contact, outbound: Outbound, after_sent: AfterSent | None
+    ) -> Sent:
+        """A claim that did not get the lease: the outcome an earlier try left, or a try in
+        flight that this one must not run beside."""
+        delivery = claim.delivery
+        if delivery.status in DELIVERED_STATES or delivery.status == "unknown":
+            await self._record(delivery.id, contact, outbound, after_sent)
+            return Sent(
+                delivery_id=delivery.id,
+                already_sent=delivery.status != "unknown",
+                status="unknown" if delivery.status == "unknown" else "sent",
+            )
+        if delivery.status in deliveries.FINAL_STATES:
+            raise ApplicationError(
+                f"{delivery.channel}: {delivery.error or delivery.status}",
+                type="DeliveryFailed",
+                non_retryable=True,
+            )
+        wait = (claim.lease_ends - utcnow()) if claim.lease_ends else timedelta(seconds=1)
+        raise ApplicationError(
+            f"{delivery.channel}: another try is sending {outbound.idempotency_key};"
+            " trying again when its lease ends",
+            type="DeliveryInFlight",
+            non_retryable=False,
+            next_retry_delay=max(wait, timedelta(seconds=1)),
+        )
+
+    async def _send(
+        self, delivery: Delivery, channel: Channel, sender: ChannelSender, outbound: Outbound
+    ) -> None:
+        try:
+            receipt = await heartbeating(sender.send(outbound))
         except ChannelError as exc:
             async with transaction(self._sessions) as session:
                 await deliveries.mark_not_sent(

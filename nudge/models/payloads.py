@@ -73,6 +73,9 @@ class Ending(BaseModel):
 
     by: str
     reason: str
+    # The record generation it is meant for (follow-up record signals): a record that came
+    # back is followed by a new generation, which ignores what was meant for the old one.
+    generation: int | None = None
 
 
 class StopRecordsInput(BaseModel):
@@ -107,17 +110,24 @@ class AttemptInput(BaseModel):
     attempts: int
     key_prefix: str
     next_attempt_at: datetime | None = None
+    # The run's generation: a run of an earlier one sends nothing for the record's newer one.
+    generation: int | None = None
 
 
 class AttemptResult(BaseModel):
     sent: int
     unmatched: list[str] = []
     stopped: bool = False
+    # Sends whose earlier try's outcome is unknown, on channels that cannot drop a copy:
+    # recorded `unknown` and not sent again.
+    unknown: int = 0
 
 
 class ButtonPress(BaseModel):
     action: str
     by: str
+    # The generation the pressed button was sent in (its token's "g"); see ``Ending``.
+    generation: int | None = None
 
 
 class ActionsInput(BaseModel):
@@ -125,6 +135,7 @@ class ActionsInput(BaseModel):
     record_id: str
     stage: str  # "after_all_attempts" or "button:<action>"
     attempt: int
+    generation: int | None = None
 
 
 class EndRecordInput(BaseModel):
@@ -132,6 +143,20 @@ class EndRecordInput(BaseModel):
     record_id: str
     state: str
     stop: Ending
+    # Only a record row of this generation is ended (None: any, for older runs).
+    generation: int | None = None
+
+
+class ResendInput(BaseModel):
+    """An operator's resend of a delivery whose outcome is unknown."""
+
+    tenant_id: str
+    delivery_id: str
+
+
+class ResendResult(BaseModel):
+    delivery_id: str  # the resend's own delivery
+    status: str
 
 
 # Journeys -----------------------------------------------------------------------------

@@ -169,6 +169,7 @@ class Delivery(Base):
     """One send to one recipient on one channel; the unique key makes it effectively once."""
 
     __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_tenant_status", "tenant_id", "status", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -181,6 +182,12 @@ class Delivery(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()
+    # While in the future, one try is calling the provider: no other try may.
+    leased_until: Mapped[datetime | None] = mapped_column()
+    # The rendered message, its recipient and source as claimed, so an operator can resend
+    # a send whose outcome is unknown exactly as it was meant to leave.
+    outbound: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    updated_at: Mapped[datetime | None] = mapped_column()
 
 
 class Message(Base):

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from nudge.activities.delivery_resend import DeliveryResendActivities
 from nudge.activities.followup_poller import FollowUpPollerActivities
 from nudge.activities.followup_record import FollowUpRecordActivities
 from nudge.activities.journey import JourneyActivities
@@ -26,6 +27,7 @@ from nudge.models.db import create_engine, session_factory
 from nudge.security import ActionTokens, SecretBox
 from nudge.settings import Settings
 from nudge.temporal_client import connect
+from nudge.workflows.delivery_resend import DeliveryResendWorkflow
 from nudge.workflows.followup_poller import FollowUpPollerWorkflow
 from nudge.workflows.followup_record import FollowUpRecordWorkflow
 from nudge.workflows.journey import JourneyEnrollmentWorkflow
@@ -42,6 +44,7 @@ WORKFLOWS: Sequence[type] = (
     FollowUpRecordWorkflow,
     JourneyEnrollmentWorkflow,
     JourneyStopAllWorkflow,
+    DeliveryResendWorkflow,
 )
 
 
@@ -87,6 +90,7 @@ def activities_for(
         journeys.hand_over,
         journeys.end_enrollment,
         journeys.eject_enrollments,
+        DeliveryResendActivities(sessions, deliverer).resend_delivery,
     ]
 
 

@@ -10,6 +10,7 @@ from temporalio.exceptions import ActivityError
 from nudge.models.payloads import (
     ActionsInput,
     AttemptInput,
+    AttemptResult,
     ButtonPress,
     Ending,
     EndRecordInput,
@@ -22,7 +23,8 @@ from nudge.workflows.policies import (
     ATTEMPT_TIMEOUT,
     BOOKKEEPING_RETRY,
     BOOKKEEPING_TIMEOUT,
-    DELIVERY_RETRY,
+    HEARTBEAT_TIMEOUT,
+    SEND_RETRY,
 )
 from nudge.workflows.timers import wait_until
 
@@ -32,8 +34,13 @@ with workflow.unsafe.imports_passed_through():
 
 @workflow.defn(name=FOLLOWUP_RECORD_WORKFLOW)
 class FollowUpRecordWorkflow:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, request: RecordInput) -> None:
+        # Known before any signal is handled: signals meant for another generation of the
+        # record (same workflow id, an earlier or later run) are ignored.
+        self._generation = request.generation
         self._ended: tuple[str, Ending] | None = None
+        self._unknown = 0
         self._button: ButtonPress | None = None
         self._plan: RecordPlan | None = None
 
@@ -53,11 +60,16 @@ class FollowUpRecordWorkflow:
             last = attempt == plan.attempts
             next_at = None if last else workflow.now() + interval
             workflow.set_current_details(f"Attempt {attempt} of {plan.attempts}")
-            await self._attempt(request, attempt, plan.attempts, next_at)
+            result = await self._attempt(request, attempt, plan.attempts, next_at)
+            unknown = _unknown_note(result.unknown if result else 0)
+            self._unknown += result.unknown if result else 0
+            if unknown:
+                workflow.set_current_details(f"Attempt {attempt} of {plan.attempts}: {unknown}")
             if not last and not self._ended:
                 workflow.set_current_details(
-                    f"Attempt {attempt} of {plan.attempts} sent;"
-                    f" next at {next_at:%Y-%m-%d %H:%M} UTC"
+                    f"Attempt {attempt} of {plan.attempts} sent"
+                    + (f" ({unknown})" if unknown else "")
+                    + f"; next at {next_at:%Y-%m-%d %H:%M} UTC"
                 )
                 await wait_until(
                     lambda: self._ended is not None,
@@ -75,28 +87,39 @@ class FollowUpRecordWorkflow:
         await workflow.execute_activity_method(
             FollowUpRecordActivities.end_record,
             EndRecordInput(
-                tenant_id=request.tenant_id, record_id=request.record_id, state=state, stop=stop
+                tenant_id=request.tenant_id,
+                record_id=request.record_id,
+                state=state,
+                stop=stop,
+                generation=request.generation,
             ),
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=BOOKKEEPING_RETRY,
             summary=f"record the end: {state}",
         )
-        workflow.set_current_details(f"Ended ({state}) by {stop.by}: {stop.reason}")
+        unknown = _unknown_note(self._unknown)
+        workflow.set_current_details(
+            f"Ended ({state}) by {stop.by}: {stop.reason}" + (f"; {unknown}" if unknown else "")
+        )
         return state
 
     @workflow.signal(name=RESOLVE_RECORD.name)
     def resolve(self, stop: Ending) -> None:
         """The record no longer appears in the external system."""
-        self._end("resolved", stop)
+        if self._mine(stop.generation):
+            self._end("resolved", stop)
 
     @workflow.signal(name=STOP_RECORD.name)
     def stop(self, stop: Ending) -> None:
         """Someone stopped this record (API) or its whole follow-up (deactivation)."""
-        self._end("stopped", stop)
+        if self._mine(stop.generation):
+            self._end("stopped", stop)
 
     @workflow.signal(name=REPLY_TO_RECORD.name)
     def reply(self, stop: Ending) -> None:
         """A recipient answered; ends the follow-up when the definition says so."""
+        if not self._mine(stop.generation):
+            return
         if self._plan is None or self._plan.on_reply:
             # `completed`, not `resolved`: the record is still in the external system, and a
             # resolved record that the next poll still finds would be followed anew.
@@ -105,7 +128,7 @@ class FollowUpRecordWorkflow:
     @workflow.signal(name=PRESS_BUTTON.name)
     def press(self, press: ButtonPress) -> None:
         """A recipient pressed a card button: its actions run, then the follow-up ends."""
-        if self._ended is None:
+        if self._ended is None and self._mine(press.generation):
             self._button = press
             self._end("completed", Ending(by=press.by, reason=f"pressed {press.action!r}"))
 
@@ -113,11 +136,15 @@ class FollowUpRecordWorkflow:
         if self._ended is None:
             self._ended = (state, stop)
 
+    def _mine(self, generation: int | None) -> bool:
+        """False for a signal meant for another generation (None: sent without one)."""
+        return generation is None or generation == self._generation
+
     async def _attempt(
         self, request: RecordInput, attempt: int, attempts: int, next_at: datetime | None
-    ) -> None:
+    ) -> AttemptResult | None:
         try:
-            await workflow.execute_activity_method(
+            return await workflow.execute_activity_method(
                 FollowUpRecordActivities.run_attempt,
                 AttemptInput(
                     tenant_id=request.tenant_id,
@@ -126,15 +153,18 @@ class FollowUpRecordWorkflow:
                     attempts=attempts,
                     key_prefix=self._key_prefix(request),
                     next_attempt_at=next_at,
+                    generation=request.generation,
                 ),
                 start_to_close_timeout=ATTEMPT_TIMEOUT,
-                retry_policy=DELIVERY_RETRY,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=SEND_RETRY,
                 summary=f"attempt {attempt} of {attempts}",
             )
         except ActivityError as err:
             # One failed attempt (provider down for long, bad template) does not end the
             # follow-up: the failure is in the history and the record, the next attempt runs.
             workflow.logger.warning("attempt %s failed: %s", attempt, err.cause or err)
+            return None
 
     @staticmethod
     def _key_prefix(request: RecordInput) -> str:
@@ -150,8 +180,17 @@ class FollowUpRecordWorkflow:
                 record_id=request.record_id,
                 stage=stage,
                 attempt=attempt,
+                generation=request.generation,
             ),
             start_to_close_timeout=ATTEMPT_TIMEOUT,
-            retry_policy=DELIVERY_RETRY,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=SEND_RETRY,
             summary=stage.replace("_", " ").replace("button:", "button "),
         )
+
+
+def _unknown_note(count: int) -> str:
+    """What the run's details say of sends whose outcome is unknown, or nothing."""
+    if not count:
+        return ""
+    return f"{count} send{'' if count == 1 else 's'} unknown (not resent)"

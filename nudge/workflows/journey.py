@@ -43,7 +43,8 @@ from nudge.workflows.policies import (
     ATTEMPT_TIMEOUT,
     BOOKKEEPING_RETRY,
     BOOKKEEPING_TIMEOUT,
-    DELIVERY_RETRY,
+    HEARTBEAT_TIMEOUT,
+    SEND_RETRY,
 )
 from nudge.workflows.timers import wait_until
 
@@ -360,7 +361,10 @@ class JourneyEnrollmentWorkflow:
             activity,
             arg,
             start_to_close_timeout=ATTEMPT_TIMEOUT if outward else BOOKKEEPING_TIMEOUT,
-            retry_policy=DELIVERY_RETRY if outward else BOOKKEEPING_RETRY,
+            # Sends and HTTP calls heartbeat while they wait: a killed worker's step is
+            # retried after seconds, not after its start-to-close timeout.
+            heartbeat_timeout=HEARTBEAT_TIMEOUT if outward else None,
+            retry_policy=SEND_RETRY if outward else BOOKKEEPING_RETRY,
             summary=f"{summary} ({step.id})",
             # Left behind, not cancelled, when the enrollment ends meanwhile: the run closes
             # at once (which ends its retries), and a cancel request could race with the

@@ -15,6 +15,22 @@ DELIVERY_RETRY = RetryPolicy(
 )
 DELIVERY_TIMEOUT = timedelta(minutes=2)
 
+# Activities that call providers heartbeat (between recipients, and while a provider is
+# being waited on), so a killed worker's attempt is retried elsewhere after this long
+# instead of after its start-to-close timeout.
+HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+# DELIVERY_RETRY's backoff, with room for crashes: Temporal counts a heartbeat timeout as
+# an attempt like any failure, so 10 tries would let a few worker kills use up what a
+# provider outage should get. 20 tries keep the first 10 on the same schedule (about half
+# an hour); the rest, 5 minutes apart, are there for attempts that crashed meanwhile. A
+# send already made is never repeated by them (the delivery's key and lease).
+SEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=20,
+)
+
 BOOKKEEPING_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
 )

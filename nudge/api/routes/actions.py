@@ -59,7 +59,11 @@ async def press(
         raise Conflict(f"this button is from an earlier round of reminders for {claims['r']}")
     if record.state != "following":
         raise Conflict(f"the follow-up of {claims['r']} has already ended ({record.state})")
-    pressed = ButtonPress(action=claims["a"], by=f"contact {claims['c']}")
+    # The run checks it too: a record followed again meanwhile has a run of a newer
+    # generation under the same workflow id, which ignores a press meant for the old one.
+    pressed = ButtonPress(
+        action=claims["a"], by=f"contact {claims['c']}", generation=record.generation
+    )
     if not await signal_record(
         temporal, tenant.slug, claims["f"], claims["r"], PRESS_BUTTON, pressed
     ):

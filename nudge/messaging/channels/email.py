@@ -8,6 +8,7 @@ import html
 import smtplib
 import socket
 import ssl
+from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
@@ -38,9 +39,20 @@ Message = TextMessage | CardMessage | ImageMessage
 class EmailChannel:
     """Sends a multipart/alternative (text + HTML) email to the recipient's address."""
 
+    # SMTP servers deliver a second copy of a message: the stable Message-ID lets some mail
+    # clients hide it, but nothing on the way drops it. An unknown outcome is recorded as
+    # such, never sent again on its own.
+    honours_idempotency_key = False
+
     def __init__(self, config: EmailConfig, egress: EgressPolicy) -> None:
         self._config = config
         self._egress = egress
+
+    @property
+    def longest_send(self) -> timedelta:
+        # The timeout applies to each step of the dialogue (connect, TLS, login, MAIL, RCPT,
+        # DATA, QUIT), not to the whole of it.
+        return timedelta(seconds=self._config.timeout_seconds * 7)
 
     async def send(self, outbound: Outbound) -> Receipt:
         address = outbound.recipient.email

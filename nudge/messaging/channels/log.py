@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from nudge.messaging.channels.base import Outbound, Receipt
 from nudge.models.channels import LogConfig
@@ -13,6 +14,11 @@ logger = logging.getLogger("nudge.channels.log")
 
 class LogChannel:
     """Logs one INFO line per message; never fails."""
+
+    # A repeated line in a development log harms no one and carries the same key, so an
+    # unknown outcome is simply logged again.
+    honours_idempotency_key = True
+    longest_send = timedelta(seconds=5)
 
     def __init__(self, config: LogConfig | None = None) -> None:
         self._config = config or LogConfig()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from contextvars import ContextVar
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,9 +47,18 @@ _MRKDWN_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 class SlackChannel:
     """One POST per message; no retries here, Temporal retries the activity."""
 
+    # Slack's incoming webhooks ignore Idempotency-Key (it is sent for proxies that honour
+    # it): a second POST is a second message in the channel. An unknown outcome is
+    # recorded as such, never sent again on its own.
+    honours_idempotency_key = False
+
     def __init__(self, config: SlackConfig, http: httpx.AsyncClient) -> None:
         self._config = config
         self._http = http
+
+    @property
+    def longest_send(self) -> timedelta:
+        return timedelta(seconds=self._config.timeout_seconds)
 
     async def send(self, outbound: Outbound) -> Receipt:
         body = json.dumps(

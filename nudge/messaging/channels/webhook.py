@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import httpx
 
@@ -22,9 +23,17 @@ from nudge.security import sign
 class WebhookChannel:
     """One POST per message; no retries here, Temporal retries the activity."""
 
+    # API.md's contract: receivers drop a second POST with the same Idempotency-Key, so a
+    # try whose outcome is unknown is safely sent again.
+    honours_idempotency_key = True
+
     def __init__(self, config: WebhookConfig, http: httpx.AsyncClient) -> None:
         self._config = config
         self._http = http
+
+    @property
+    def longest_send(self) -> timedelta:
+        return timedelta(seconds=self._config.timeout_seconds)
 
     async def send(self, outbound: Outbound) -> Receipt:
         body = encode_body(outbound)
