@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from nudge.models.db import transaction
+from nudge.models.db import SessionsBeside, read_only, transaction
 from nudge.security import SecretBox
 from nudge.settings import Settings
 from nudge.store.pagination import DEFAULT_LIMIT, MAX_CURSOR_LENGTH, MAX_LIMIT, PageRequest
@@ -19,15 +19,29 @@ from nudge.store.tenants import Principal, Role, authenticate, note_key_use
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer nk_…`")
 
 
+# Requests that only read: their session takes no write lock on SQLite (see `read_only`).
+READING_METHODS = frozenset({"GET", "HEAD"})
+
+
+def _app_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    return sessions
+
+
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.sessions() as session:
+    sessions = _app_sessions(request)
+    if request.method in READING_METHODS:
+        sessions = read_only(sessions)
+    async with sessions() as session:
         yield session
 
 
-def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    # For work that commits in transactions of its own (enrolling, then starting the run).
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    return sessions
+def _sessions(
+    request: Request, session: Annotated[AsyncSession, Depends(_session)]
+) -> async_sessionmaker[AsyncSession]:
+    # For work that commits in transactions of its own (enrolling, then starting the run):
+    # each of them ends the request session's reading first, or it would wait for it on SQLite.
+    return SessionsBeside(_app_sessions(request), session)
 
 
 def _settings(request: Request) -> Settings:
@@ -53,11 +67,17 @@ SecretBoxDep = Annotated[SecretBox, Depends(_box)]
 
 
 async def _principal(
-    session: SessionDep,
-    sessions: SessionsDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    found = await authenticate(session, credentials.credentials) if credentials else None
+    # In sessions of its own, each ended before the route runs: the route's session commits
+    # only what the route wrote, and no transaction of the check stays open beside it (on
+    # SQLite an open transaction holds the write lock, and the route's writes would wait).
+    sessions = _app_sessions(request)
+    found = None
+    if credentials:
+        async with read_only(sessions)() as session:
+            found = await authenticate(session, credentials.credentials)
     if found is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -66,7 +86,6 @@ async def _principal(
         )
     principal, last_use_is_old = found
     if last_use_is_old:
-        # In a transaction of its own: the route's session commits only what the route wrote.
         async with transaction(sessions) as own:
             await note_key_use(own, principal)
     return principal

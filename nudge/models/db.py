@@ -1,4 +1,16 @@
-"""Engines, sessions and migrations for SQLite (development) and PostgreSQL (production)."""
+"""Engines, sessions and migrations for SQLite (development) and PostgreSQL (production).
+
+On SQLite every transaction of a session begins with ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe
+for the sqlite3 and aiosqlite drivers: the driver's own transaction handling is switched off
+and the ``begin`` event emits BEGIN). So a transaction holds the database's one write lock
+from its first statement to its commit: its reads are part of it, a savepoint is part of it,
+and two transactions that read, then write, take turns instead of one of them failing with
+"database is locked" (SQLITE_BUSY on the upgrade to a writer, which ``busy_timeout`` does not
+wait out). The price: a process that keeps a transaction open while another of its sessions
+writes waits for itself. Sessions that only read use ``read_only(sessions)``; a request's
+sessions of their own come from ``SessionsBeside``, which ends the request session's reading
+first. PostgreSQL is left as it is.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +18,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# The execution option that makes a SQLite transaction a reader: BEGIN DEFERRED and the
+# connection `query_only` (see `read_only`).
+READ_ONLY = "nudge_read_only"
+_QUERY_ONLY = "nudge_query_only"  # in a connection's info: whether `query_only` is on
+_WROTE = "nudge_wrote"  # in a session's info: its transaction has written something
 
 
 def _driver_url(url: str, *, asynchronous: bool) -> URL:
@@ -30,6 +50,9 @@ def _driver_url(url: str, *, asynchronous: bool) -> URL:
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # The driver must not begin transactions itself: its "legacy transaction control" runs
+    # SELECTs and SAVEPOINTs outside any transaction and begins deferred. `_begin_sqlite` does.
+    dbapi_connection.isolation_level = None
     # The API and the worker are separate processes writing one file: WAL lets readers
     # go on during a write, and busy_timeout makes a writer wait instead of failing.
     cursor = dbapi_connection.cursor()
@@ -37,6 +60,16 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _begin_sqlite(conn: Connection) -> None:
+    """Begin the transaction: immediately as a writer, or deferred as a reader that cannot
+    write (a write in it fails at once: "attempt to write a readonly database")."""
+    read_only = bool(conn.get_execution_options().get(READ_ONLY, False))
+    if conn.info.get(_QUERY_ONLY, False) != read_only:
+        conn.exec_driver_sql(f"PRAGMA query_only = {'ON' if read_only else 'OFF'}")
+        conn.info[_QUERY_ONLY] = read_only
+    conn.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -47,19 +80,95 @@ def create_engine(url: str) -> AsyncEngine:
     if driver_url.get_backend_name() == "sqlite":
         engine = create_async_engine(driver_url, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
+        event.listen(engine.sync_engine, "begin", _begin_sqlite)
         return engine
     return create_async_engine(
         driver_url, hide_parameters=True, pool_pre_ping=True, pool_size=10, max_overflow=20
     )
 
 
+class NudgeSession(Session):
+    """The sessions' class: it knows whether its transaction has written (``wrote``)."""
+
+
+@event.listens_for(NudgeSession, "after_flush")
+def _flushed(session: Session, _context: Any) -> None:
+    session.info[_WROTE] = True
+
+
+@event.listens_for(NudgeSession, "do_orm_execute")
+def _executed(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info[_WROTE] = True
+
+
+@event.listens_for(NudgeSession, "after_transaction_end")
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_WROTE, None)
+
+
+def wrote(session: AsyncSession) -> bool:
+    """Whether the session's transaction holds writes, flushed or not."""
+    return bool(session.new or session.dirty or session.deleted or session.info.get(_WROTE))
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=NudgeSession)
+
+
+_readers: WeakKeyDictionary[async_sessionmaker[AsyncSession], async_sessionmaker[AsyncSession]]
+_readers = WeakKeyDictionary()
+
+
+def read_only(sessions: async_sessionmaker[AsyncSession]) -> async_sessionmaker[AsyncSession]:
+    """The same sessions for work that only reads. On SQLite their transactions begin
+    deferred: they take no write lock (WAL readers never wait for a writer, nor it for them)
+    and their connection is `query_only`, so a write in one fails at once instead of racing
+    for the lock. On PostgreSQL, ``sessions`` itself."""
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, AsyncEngine) or bind.dialect.name != "sqlite":
+        return sessions
+    readers = _readers.get(sessions)
+    if readers is None:
+        kw = {**sessions.kw, "bind": bind.execution_options(**{READ_ONLY: True})}
+        readers = _readers[sessions] = async_sessionmaker(class_=sessions.class_, **kw)
+    return readers
+
+
+class SessionsBeside(async_sessionmaker[AsyncSession]):
+    """Sessions a request opens beside its own one (``beside``), for work that commits in
+    transactions of its own (enrolling, then starting the run).
+
+    On SQLite a transaction holds the write lock from its first statement, so a transaction
+    of these begun while ``beside`` is still in one would wait for it until busy_timeout, and
+    fail. ``transaction()`` therefore ends ``beside``'s transaction first: committed when it
+    has only read (the objects it loaded stay loaded, ``expire_on_commit`` being off), and
+    refused at once when it holds writes, a bug that would otherwise deadlock. On PostgreSQL
+    nothing is ended.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], beside: AsyncSession) -> None:
+        super().__init__(class_=sessions.class_, **sessions.kw)
+        self.beside = beside
+
+    async def end_reading(self) -> None:
+        own = self.beside
+        if not own.in_transaction() or own.bind is None or own.bind.dialect.name != "sqlite":
+            return
+        if wrote(own):
+            raise RuntimeError(
+                "the request's session holds uncommitted writes while a transaction of its own"
+                " begins: on SQLite that waits for itself; commit the request's session first"
+            )
+        await own.commit()
 
 
 @asynccontextmanager
 async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """A session whose work is committed on success and rolled back on any error."""
+    if isinstance(sessions, SessionsBeside):
+        await sessions.end_reading()
     async with sessions() as session, session.begin():
         yield session
 
