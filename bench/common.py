@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -81,6 +82,22 @@ async def wait_for(check: Callable[[], Any], timeout: float, what: str, every: f
             return value
         await asyncio.sleep(every)
     raise TimeoutError(what)
+
+
+class ServerError(RuntimeError):
+    """A 5xx answered to a benchmark: a failure it reports, never retried to get through."""
+
+
+def ok(response: httpx.Response) -> httpx.Response:
+    """The response when it succeeded; a 5xx raises ``ServerError`` naming the request and
+    its answer, any other error status ``httpx.HTTPStatusError``."""
+    if response.status_code >= 500:
+        request = response.request
+        raise ServerError(
+            f"{request.method} {request.url.path} answered {response.status_code}:"
+            f" {response.text[:500]}"
+        )
+    return response.raise_for_status()
 
 
 def percentile(values: list[float], p: float) -> float:

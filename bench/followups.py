@@ -21,7 +21,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from bench.common import Stack, bare_workflows, dev_stack, wait_for
+from bench.common import Stack, bare_workflows, dev_stack, ok, wait_for
 from tests.utils.receivers import WebhookReceiver
 
 TARGETS = {"ratio": 0.5, "unchanged_poll_s": 3.0, "worker_peak_mb": 400}
@@ -75,7 +75,7 @@ async def fan_out(
     path = f"/tickets-{count}"
     itsm.serve_json(path, tickets(count, f"N{count}-"))
     started = time.perf_counter()
-    created = (
+    created = ok(
         await api.post("/v1/followups", json=definition(f"bench fan-out {count}", itsm, path))
     ).json()
     await wait_for(
@@ -87,7 +87,7 @@ async def fan_out(
     nudge_s = time.perf_counter() - started
     client = await Client.connect(stack.temporal_address, data_converter=pydantic_data_converter)
     bare_s = await bare_workflows(client, count)
-    await api.post(f"/v1/followups/{created['id']}/deactivate")
+    ok(await api.post(f"/v1/followups/{created['id']}/deactivate"))
     return {"records": count, "nudge_s": nudge_s, "bare_s": bare_s, "ratio": bare_s / nudge_s}
 
 
@@ -110,7 +110,7 @@ async def unchanged_poll(
 ) -> dict[str, float]:
     path = f"/unchanged-{count}"
     itsm.serve_json(path, tickets(count, f"U{count}-"))
-    created = (
+    created = ok(
         await api.post("/v1/followups", json=definition(f"bench unchanged {count}", itsm, path))
     ).json()
     await wait_for(
@@ -122,7 +122,7 @@ async def unchanged_poll(
     client = await Client.connect(stack.temporal_address, data_converter=pydantic_data_converter)
     workflow_id = f"followup/demo/{created['id']}"
     before = len(await poll_durations(client, workflow_id))
-    await api.post(f"/v1/followups/{created['id']}/poll")
+    ok(await api.post(f"/v1/followups/{created['id']}/poll"))
     durations: list[float] = []
     for _ in range(600):
         durations = await poll_durations(client, workflow_id)
@@ -131,7 +131,7 @@ async def unchanged_poll(
         await asyncio.sleep(0.2)
     assert len(durations) > before, "the poll did not finish"
     result = {"records": count, "poll_s": durations[-1], "worker_peak_mb": stack.worker_peak_mb()}
-    await api.post(f"/v1/followups/{created['id']}/deactivate")
+    ok(await api.post(f"/v1/followups/{created['id']}/deactivate"))
     return result
 
 
@@ -145,9 +145,12 @@ async def main(sizes: list[int], unchanged: int) -> dict[str, Any]:
         async with httpx.AsyncClient(
             base_url=stack.api, headers={"Authorization": f"Bearer {stack.key}"}, timeout=60
         ) as api:
-            await api.put("/v1/contacts/bench", json={"email": "bench@example.com"})
-            await api.put(
-                "/v1/channels/bench-hook", json={"type": "webhook", "config": {"url": hook.url}}
+            ok(await api.put("/v1/contacts/bench", json={"email": "bench@example.com"}))
+            ok(
+                await api.put(
+                    "/v1/channels/bench-hook",
+                    json={"type": "webhook", "config": {"url": hook.url}},
+                )
             )
             report: dict[str, Any] = {"fan_out": [], "targets": TARGETS}
             for size in sizes:

@@ -27,21 +27,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from bench.bare import Waiter
-from bench.common import Stack, dev_stack, percentile
+from bench.common import Stack, dev_stack, ok, percentile
 from nudge.naming import journey_workflow_id
 
 TARGETS = {"idle_p99_ms": 300, "burst_ratio_max": 1.5, "stop_all_ratio_max": 1.5}
 LIMIT = asyncio.Semaphore(16)
-
-
-async def call(method: Any, *args: Any, **kwargs: Any) -> httpx.Response:
-    """SQLite (the dev stack's database) refuses a write now and then under load: retry."""
-    for attempt in range(5):
-        response: httpx.Response = await method(*args, **kwargs)
-        if response.status_code < 500:
-            return response.raise_for_status()
-        await asyncio.sleep(0.1 * (attempt + 1))
-    return response.raise_for_status()
 
 
 def waiting_journey(name: str) -> dict[str, Any]:
@@ -57,8 +47,8 @@ def waiting_journey(name: str) -> dict[str, Any]:
 
 
 async def published_journey(api: httpx.AsyncClient, name: str) -> str:
-    created = (await api.post("/v1/journeys", json=waiting_journey(name))).raise_for_status().json()
-    (await api.post(f"/v1/journeys/{created['id']}/publish")).raise_for_status()
+    created = ok(await api.post("/v1/journeys", json=waiting_journey(name))).json()
+    ok(await api.post(f"/v1/journeys/{created['id']}/publish"))
     journey_id: str = created["id"]
     return journey_id
 
@@ -66,11 +56,12 @@ async def published_journey(api: httpx.AsyncClient, name: str) -> str:
 async def enroll_all(api: httpx.AsyncClient, journey_id: str, contacts: list[str]) -> None:
     async def one(contact: str) -> None:
         async with LIMIT:
-            (await api.put(f"/v1/contacts/{contact}", json={"name": contact})).raise_for_status()
-            enrolled = await api.post(
-                f"/v1/journeys/{journey_id}/enrollments", json={"contact_id": contact}
+            ok(await api.put(f"/v1/contacts/{contact}", json={"name": contact}))
+            ok(
+                await api.post(
+                    f"/v1/journeys/{journey_id}/enrollments", json={"contact_id": contact}
+                )
             )
-            enrolled.raise_for_status()
 
     await asyncio.gather(*(one(c) for c in contacts))
 
@@ -94,7 +85,7 @@ async def idle_latency(
     nudge_ms = []
     for contact in contacts:
         handle = client.get_workflow_handle(journey_workflow_id("demo", journey_id, contact))
-        (await service.post("/v1/events/messages", json=event(contact))).raise_for_status()
+        ok(await service.post("/v1/events/messages", json=event(contact)))
         accepted = time.perf_counter()
         await handle.result()
         nudge_ms.append((time.perf_counter() - accepted) * 1000)
@@ -158,7 +149,7 @@ async def burst(
 
     async def send(contact: str) -> None:
         async with LIMIT:
-            await call(service.post, "/v1/events/messages", json=event(contact))
+            ok(await service.post("/v1/events/messages", json=event(contact)))
 
     await asyncio.gather(*(send(c) for c in contacts))
     await all_closed(client, journey_id, contacts)
@@ -174,9 +165,7 @@ async def stop_all(
     contacts = [f"stop-{i}" for i in range(count)]
     await enroll_all(api, journey_id, contacts)
     started = time.perf_counter()
-    (
-        await api.post(f"/v1/journeys/{journey_id}/stop", json={"reason": "benchmark"})
-    ).raise_for_status()
+    ok(await api.post(f"/v1/journeys/{journey_id}/stop", json={"reason": "benchmark"}))
     await all_closed(client, journey_id, contacts)
     nudge_s = time.perf_counter() - started
     return {
