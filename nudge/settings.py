@@ -68,6 +68,16 @@ class Settings(BaseSettings):
         default="10/minute",
         description="Poll-now requests (`POST /v1/followups/{id}/poll`) per follow-up.",
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that `/metrics` of the API and the worker require; unset,"
+        " they are open like `/healthz` (they show no tenant's data).",
+    )
+    worker_metrics_address: str = Field(
+        default="127.0.0.1:9464",
+        description="host:port of the worker's `/metrics`; empty turns it off, port 0 takes"
+        " a free port.",
+    )
 
     @field_validator("rate_limit_events", "rate_limit_notifications", "rate_limit_poll")
     @classmethod
@@ -86,6 +96,32 @@ class Settings(BaseSettings):
                 f"{value!r} is no rate-limit storage; use memory:// or redis://host:port"
             )
         return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _a_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # Set but empty (`NUDGE_METRICS_TOKEN=` in a compose file) means unset.
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator("worker_metrics_address")
+    @classmethod
+    def _a_metrics_address(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"{value!r} is no host:port, e.g. 127.0.0.1:9464 (empty: off)")
+        return value
+
+    @property
+    def worker_metrics_bind(self) -> tuple[str, int] | None:
+        """(host, port) of the worker's `/metrics`, or None when it is off."""
+        if not self.worker_metrics_address:
+            return None
+        host, _, port = self.worker_metrics_address.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -27,9 +27,11 @@ from nudge.api.routes import (
     groups,
     health,
     journeys,
+    metrics,
     notifications,
     secrets,
 )
+from nudge.metrics import use_temporal_runtime
 from nudge.models.db import create_engine, session_factory
 from nudge.security import ActionTokens, SecretBox
 from nudge.settings import Settings
@@ -59,6 +61,8 @@ def create_app(
             engine = create_engine(settings.resolved_database_url)
         app.state.settings = settings
         app.state.sessions = sessions or session_factory(engine)  # type: ignore[arg-type]
+        if temporal is None:
+            use_temporal_runtime()  # the client's SDK metrics go to this process's /metrics
         app.state.temporal = temporal or await connect(settings)
         app.state.box = SecretBox(settings.secret_key_value())
         app.state.tokens = ActionTokens(settings.secret_key_value())
@@ -82,6 +86,7 @@ def create_app(
     app.add_middleware(EncodedSlashGuard)
     routers = (
         health,
+        metrics,
         contacts,
         groups,
         channels,

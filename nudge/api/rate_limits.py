@@ -23,13 +23,16 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from nudge.api.deps import AdminDep, ServiceDep
+from nudge.metrics import RATE_LIMIT_REFUSALS, RATE_LIMIT_UNCHECKED, RateLimitScope
 from nudge.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Requests answered 429, per limit name, since the process started: for an operator to scrape.
+# Requests answered 429, per limit name, since the process started; operators scrape the same
+# as nudge_rate_limit_refusals_total{scope} (RATE_LIMIT_REFUSALS) from /metrics.
 REFUSED: Counter[str] = Counter()
-# Requests let through unchecked because the storage did not answer, per limit name.
+# Requests let through unchecked because the storage did not answer, per limit name; on
+# /metrics as nudge_rate_limit_unchecked_total{scope}.
 UNCHECKED: Counter[str] = Counter()
 
 # Seconds a Redis storage may take to answer before a request goes unchecked, and seconds
@@ -49,7 +52,7 @@ RATE_LIMITED: dict[int | str, dict[str, Any]] = {
 class Limit:
     """One limit: its name (the counter's), how much, and what it counts, for the 429."""
 
-    name: str
+    name: RateLimitScope
     item: RateLimitItem
     counts: str
     setting: str
@@ -108,6 +111,7 @@ class RateLimits:
         if retry_after is None:
             return
         REFUSED[limit.name] += 1
+        RATE_LIMIT_REFUSALS.labels(scope=limit.name).inc()
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             detail=f"rate limit exceeded: {limit.describe()}; retry in {retry_after} s",
@@ -119,6 +123,7 @@ class RateLimits:
         ids = (self._prefix, limit.name, *key)
         if self._storage_down and time.monotonic() < self._storage_retry_at:
             UNCHECKED[limit.name] += 1
+            RATE_LIMIT_UNCHECKED.labels(scope=limit.name).inc()
             return None
         try:
             async with asyncio.timeout(STORAGE_TIMEOUT):
@@ -129,6 +134,7 @@ class RateLimits:
         except (StorageError, TimeoutError) as exc:
             # Fail open: a rate-limit store that is down must not take the API down with it.
             UNCHECKED[limit.name] += 1
+            RATE_LIMIT_UNCHECKED.labels(scope=limit.name).inc()
             self._storage_retry_at = time.monotonic() + STORAGE_RETRY
             if not self._storage_down:
                 self._storage_down = True

@@ -21,7 +21,7 @@ from typing import IO
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
-from nudge.dev.ports import LOOPBACK, port_accepts, port_is_free
+from nudge.dev.ports import LOOPBACK, free_port, port_accepts, port_is_free
 from nudge.naming import ALL_SEARCH_ATTRIBUTES
 from nudge.settings import Settings
 
@@ -86,6 +86,10 @@ class DevStack:
         self.api_port = api_port
         self.temporal_port = temporal_port
         self.ui_port = ui_port
+        # The worker's /metrics, on a free loopback port unless the environment names one.
+        self.worker_metrics_address = os.environ.get(
+            "NUDGE_WORKER_METRICS_ADDRESS", f"{LOOPBACK}:{free_port()}"
+        )
         self._children: list[Child] = []
         self._temporal: Child | None = None
         self._stop_signal: int | None = None
@@ -209,6 +213,7 @@ class DevStack:
             NUDGE_DATA_DIR=str(self.data_dir),
             NUDGE_DATABASE_URL=self.settings.resolved_database_url,
             NUDGE_SECRET_KEY=self.settings.secret_key_value(),
+            NUDGE_WORKER_METRICS_ADDRESS=self.worker_metrics_address,
         )
         env.setdefault("NUDGE_PUBLIC_URL", f"http://{LOOPBACK}:{self.api_port}")
         # The sample ITSM and local receivers live on this machine; production allows none.
@@ -285,6 +290,7 @@ class DevStack:
         rows = [
             ("API", f"http://{LOOPBACK}:{self.api_port}"),
             ("API docs", f"http://localhost:{self.api_port}/docs"),
+            ("Metrics", self._metrics_urls()),
             ("Temporal UI", f"http://localhost:{self.ui_port}"),
             ("Temporal", f"{self.temporal_address} (namespace {self.settings.temporal_namespace})"),
             ("Demo tenant", "demo"),
@@ -301,6 +307,12 @@ class DevStack:
         lines = ["", "Nudge is running", *(f"  {k.ljust(width)}  {v}" for k, v in rows)]
         lines += ["Ctrl-C to stop", ""]
         print("\n".join(lines), flush=True)
+
+    def _metrics_urls(self) -> str:
+        api = f"http://{LOOPBACK}:{self.api_port}/metrics (API)"
+        if not self.worker_metrics_address:
+            return api
+        return f"{api}, http://{self.worker_metrics_address}/metrics (worker)"
 
     # -- supervision and shutdown ------------------------------------------------------
 

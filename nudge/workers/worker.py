@@ -23,10 +23,12 @@ from nudge.activities.journey import JourneyActivities
 from nudge.activities.notification import NotificationActivities
 from nudge.egress import EgressPolicy, tenant_http_client
 from nudge.messaging.delivery import Deliverer
+from nudge.metrics import use_temporal_runtime
 from nudge.models.db import create_engine, session_factory
 from nudge.security import ActionTokens, SecretBox
 from nudge.settings import Settings
 from nudge.temporal_client import connect
+from nudge.workers.metrics_server import serve_metrics
 from nudge.workflows.delivery_resend import DeliveryResendWorkflow
 from nudge.workflows.followup_poller import FollowUpPollerWorkflow
 from nudge.workflows.followup_record import FollowUpRecordWorkflow
@@ -147,8 +149,9 @@ async def worker_resources(settings: Settings) -> AsyncIterator[list[Any]]:
 
 
 async def run_worker(settings: Settings) -> None:
+    use_temporal_runtime()  # before connecting: the SDK's metrics go to the worker's /metrics
     client = await connect(settings)
-    async with worker_resources(settings) as activities:
+    async with worker_resources(settings) as activities, serve_metrics(settings):
         # A poll or a send under way gets a moment to finish rather than being cut off.
         worker = build_worker(
             client, settings.task_queue, activities, graceful_shutdown=GRACEFUL_SHUTDOWN
