@@ -511,6 +511,38 @@ class Cluster:
     def delivery_statuses(self) -> dict[str, str]:
         return {k: v for k, v in self.query("SELECT idempotency_key, status FROM deliveries")}
 
+    async def describe_runs(self, workflow_ids: Iterable[str]) -> dict[str, Any]:
+        """Temporal's view of some runs: status, and each pending activity's type, attempt,
+        state and last failure (evidence for a run that did not finish)."""
+        from temporalio.client import Client
+
+        client = await Client.connect(self.temporal_address)
+        described: dict[str, Any] = {}
+        for workflow_id in workflow_ids:
+            try:
+                info = await client.get_workflow_handle(workflow_id).describe()
+            except Exception as exc:
+                described[workflow_id] = f"describe failed: {exc}"
+                continue
+            pending = [
+                {
+                    "activity": a.activity_type.name,
+                    "attempt": a.attempt,
+                    "state": int(a.state),
+                    "last_started": a.last_started_time.ToJsonString()
+                    if a.HasField("last_started_time")
+                    else None,
+                    "last_heartbeat": a.last_heartbeat_time.ToJsonString()
+                    if a.HasField("last_heartbeat_time")
+                    else None,
+                    "last_worker": a.last_worker_identity,
+                    "last_failure": a.last_failure.message[:200],
+                }
+                for a in info.raw_description.pending_activities
+            ]
+            described[workflow_id] = {"status": str(info.status), "pending": pending}
+        return described
+
 
 # --- receivers ---------------------------------------------------------------------------------
 

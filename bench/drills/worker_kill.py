@@ -124,7 +124,7 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
             stop_killing = asyncio.Event()
             kills: list[float] = []
             kill_task = asyncio.create_task(killer(cluster, stop_killing, args.every, kills))
-            await setup_call(api.post, "/v1/followups", json=followup(itsm))
+            created = (await setup_call(api.post, "/v1/followups", json=followup(itsm))).json()
             await enroll(api, journey_id, people)
             enrolled_s = time.time() - started
 
@@ -197,6 +197,9 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
     report.evidence["lost_sample"] = [
         {"message": m, **_state_of(cluster, m, journey_id)} for m in lost[:10]
     ]
+    report.evidence["lost_runs_in_temporal"] = await cluster.describe_runs(
+        _workflow_id(m, created["id"]) for m in lost[:5]
+    )
     report.evidence["unexcused_duplicate_sample"] = [
         {"key": k, "requests": n, "status": statuses.get(k)}
         for k, n in list(unexcused.items())[:10]
@@ -218,6 +221,13 @@ def _logical_of_key(key: str, journey_id: str) -> str:
     if workflow_id.startswith("followup/"):
         return f"followup:{workflow_id.rsplit('/', 1)[-1]}:{step}:{contact}"
     return f"journey:{journey_id}:{step.split('#')[0]}:{contact}"
+
+
+def _workflow_id(message: str, followup_id: str) -> str:
+    kind, *parts = message.split(":")
+    if kind == "followup":
+        return f"followup/drill/{followup_id}/record/{parts[0]}"
+    return f"journey/drill/{parts[0]}/contact/{parts[2]}"
 
 
 def _state_of(cluster: Cluster, message: str, journey_id: str) -> dict[str, Any]:
