@@ -263,8 +263,9 @@ async def call_integration(
 HEARTBEAT_EVERY = 5.0
 
 
-async def heartbeating(call: Awaitable[T], every: float = HEARTBEAT_EVERY) -> T:
-    """``call``'s result; meanwhile, inside an activity, a heartbeat every ``every`` seconds.
+async def heartbeating(call: Awaitable[T]) -> T:
+    """``call``'s result; meanwhile, inside an activity, a heartbeat every ``HEARTBEAT_EVERY``
+    seconds.
 
     Activities that call providers run with a short heartbeat timeout, so that a killed
     worker is noticed in seconds: a slow provider must not look like a dead worker."""
@@ -273,7 +274,7 @@ async def heartbeating(call: Awaitable[T], every: float = HEARTBEAT_EVERY) -> T:
     task = asyncio.ensure_future(call)
     try:
         while True:
-            done, _ = await asyncio.wait({task}, timeout=every)
+            done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY)
             if done:
                 return task.result()
             activity.heartbeat()

@@ -79,11 +79,13 @@ class Deliverer:
         box: SecretBox,
         http: httpx.AsyncClient,
         egress: EgressPolicy,
+        lease_margin: timedelta = LEASE_MARGIN,
     ) -> None:
         self._sessions = sessions
         self._box = box
         self._egress = egress
         self._http = http
+        self._lease_margin = lease_margin
 
     async def deliver(
         self,
@@ -106,7 +108,12 @@ class Deliverer:
             self._egress,
         )
         claim = await self._claim(
-            tenant_id, contact, channel, outbound, sender.longest_send + LEASE_MARGIN, on_claim
+            tenant_id,
+            contact,
+            channel,
+            outbound,
+            sender.longest_send + self._lease_margin,
+            on_claim,
         )
         delivery = claim.delivery
         if not claim.leased:
