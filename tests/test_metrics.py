@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from nudge.api.app import create_app
 from nudge.dev.ports import LOOPBACK, free_port
 from nudge.metrics import RATE_LIMIT_REFUSALS
-from nudge.models.db import transaction
+from nudge.models.db import create_engine, session_factory, transaction
 from nudge.models.tables import Contact, Delivery
 from nudge.settings import Settings
 from nudge.workers.metrics_server import serve_metrics
@@ -157,6 +157,20 @@ async def test_deliveries_are_counted_by_channel_type_and_status_from_the_databa
     # A channel deleted since counts under `deleted`, never under the tenant's name for it.
     assert added(channel="deleted", status="failed") == 1
     assert not has(after, "nudge_deliveries", channel="console")
+
+
+async def test_a_scrape_answers_without_the_database_when_it_is_down(
+    settings: Settings, time_env: WorkflowEnvironment
+) -> None:
+    engine = create_engine(f"postgresql+psycopg://nudge@{LOOPBACK}:{free_port()}/nowhere")
+    try:
+        async with own_client_api(settings, session_factory(engine), time_env) as api:
+            samples = await scrape(api)
+    finally:
+        await engine.dispose()
+    assert value(samples, "nudge_database_up") == 0
+    assert not has(samples, "nudge_deliveries")
+    assert has(samples, "temporal_request_total", operation="GetSystemInfo")
 
 
 async def _contact_id(session: AsyncSession, tenant_id: str) -> str:

@@ -15,7 +15,7 @@ import logging
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from sqlalchemy.exc import SQLAlchemyError
 
-from nudge.api.deps import SessionsDep, SettingsDep
+from nudge.api.deps import SessionDep, SettingsDep
 from nudge.metrics import CONTENT_TYPE, deliveries_families, render, token_accepts
 from nudge.store.metrics import delivery_counts
 
@@ -28,7 +28,7 @@ DATABASE_TIMEOUT = 5.0
 
 
 @router.get("/metrics")
-async def metrics(request: Request, sessions: SessionsDep, settings: SettingsDep) -> Response:
+async def metrics(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """Nudge's counters, the deliveries stored by channel type and status, the SDK's metrics."""
     if not token_accepts(settings.metrics_token, request.headers.get("authorization")):
         raise HTTPException(
@@ -38,7 +38,8 @@ async def metrics(request: Request, sessions: SessionsDep, settings: SettingsDep
         )
     counts: dict[tuple[str, str], int] | None = None
     try:
-        async with asyncio.timeout(DATABASE_TIMEOUT), sessions() as session:
+        # The request's session: read-only for a GET, so a scrape never takes a write lock.
+        async with asyncio.timeout(DATABASE_TIMEOUT):
             counts = await delivery_counts(session)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         # The rest still answers: the SDK's figures matter most when the database is down.
