@@ -31,7 +31,7 @@ from nudge.security import SecretBox
 from nudge.settings import Settings
 from nudge.store.tenants import ROLES, create_api_key, create_tenant
 from tests.utils.egress import LOOPBACK_ALLOWED
-from tests.utils.receivers import smtp_sink, webhook_receiver  # noqa: F401  (fixtures)
+from tests.utils.receivers import free_port, smtp_sink, webhook_receiver  # noqa: F401  (fixtures)
 
 BIN = Path(sys.executable).parent
 
@@ -171,6 +171,18 @@ async def api(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], time_env: WorkflowEnvironment
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(settings, sessions, time_env.client) as client:
+        yield client
+
+
+@pytest.fixture
+async def temporal_down(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with a Temporal client whose every call fails, as when the server is down."""
+    down = await Client.connect(
+        f"127.0.0.1:{free_port()}", lazy=True, data_converter=pydantic_data_converter
+    )
+    async with api_client(settings, sessions, down) as client:
         yield client
 
 

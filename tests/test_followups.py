@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
@@ -23,6 +24,7 @@ from tests.conftest import TenantKeys, problems
 from tests.utils.egress import loopback_http
 from tests.utils.followups import REMOVE, followup_definition
 from tests.utils.histories import keep_history, scheduled
+from tests.utils.outage import pending, relay_all
 from tests.utils.receivers import WebhookReceiver
 from tests.utils.waiting import eventually, received
 
@@ -302,6 +304,31 @@ async def test_deactivation_stops_the_poller_and_every_record(
     assert await scheduled(run, "run_attempt") == ["completed"]
     assert len(await stored_messages(api, tenant)) == 1
     assert len(webhook_receiver.requests) == 1
+
+
+async def test_a_deactivation_while_temporal_is_down_stops_the_runs_once_it_is_back(
+    api: httpx.AsyncClient,
+    temporal_down: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await setup_tenant(api, tenant, webhook_receiver)
+    followup = await create(api, tenant, definition(itsm))
+    await reminders(webhook_receiver, 1)
+    handle = time_env.client.get_workflow_handle(f"followup/{tenant.slug}/{followup['id']}")
+
+    answer = await temporal_down.post(
+        f"/v1/followups/{followup['id']}/deactivate", headers=tenant.headers()
+    )
+    assert answer.json()["status"] == "inactive"
+    assert await pending(sessions, tenant) == 1  # the poller's stop, kept for when Temporal is back
+    await relay_all(time_env.client, sessions, tenant)
+    assert "stopped by admin API key" in await handle.result()
+    stopped = await record(api, tenant, followup["id"], state="stopped")
+    assert stopped["end_reason"] == "follow-up deactivated"
 
 
 async def test_a_reply_ends_the_follow_up_when_the_definition_says_so(

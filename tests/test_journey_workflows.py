@@ -30,7 +30,7 @@ from nudge.models.signals import (
 )
 from nudge.models.tables import Contact, Delivery, Enrollment, utcnow
 from nudge.naming import CONTACT, JOURNEY, KIND, TENANT, journey_workflow_id
-from nudge.runs.journeys import enroll, signal_enrollment, stop_all
+from nudge.runs.journeys import enroll, signal_enrollment, stop_journey
 from nudge.security import SecretBox
 from nudge.settings import Settings
 from nudge.store.directory import find_contact, put_channel, put_contact
@@ -411,9 +411,8 @@ async def test_stopping_a_journey_ejects_everyone_for_good(scene: Scene) -> None
         await eventually(lambda run=run: waiting_on_a_timer(run), message=f"{run.id} waits")
     fresh = await scene.enroll(journey_id, "cy")
 
-    await scene.publish(journey_id, "stopped")
     stop = Ending(by="admin API key", reason="journey stopped")
-    await stop_all(
+    await stop_journey(
         scene.env.client,
         scene.sessions,
         scene.settings,

@@ -69,7 +69,7 @@ async def test_a_retry_with_the_same_key_answers_the_same_notification_and_sends
     assert await _stored(sessions, tenant) == 1
 
 
-async def test_a_retry_after_temporal_was_down_starts_the_run_the_first_try_could_not(
+async def test_a_retry_while_the_start_waits_in_the_outbox_starts_it_once(
     api: httpx.AsyncClient,
     tenant: TenantKeys,
     webhook_receiver: WebhookReceiver,
@@ -84,12 +84,15 @@ async def test_a_retry_after_temporal_was_down_starts_the_run_the_first_try_coul
         f"127.0.0.1:{free_port()}", lazy=True, data_converter=pydantic_data_converter
     )
     async with api_client(settings, sessions, down) as unlucky:
-        refused = await _post(unlucky, tenant, "order-2")
-    assert refused.status_code == 503
-    assert await _stored(sessions, tenant) == 1  # kept, queued, for the retry
+        accepted = await _post(unlucky, tenant, "order-2")
+    # Accepted all the same: the notification and its run's start are stored together.
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["status"] == "queued"
+    assert await _stored(sessions, tenant) == 1
 
     retried = await _post(api, tenant, "order-2")
     assert retried.status_code == 202, retried.text
+    assert retried.json()["id"] == accepted.json()["id"]
     await time_env.client.get_workflow_handle(retried.json()["workflow_id"]).result()
     status = await api.get(f"/v1/notifications/{retried.json()['id']}", headers=tenant.headers())
     assert status.json()["status"] == "sent"

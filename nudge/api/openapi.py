@@ -138,8 +138,6 @@ _ALSO: dict[str, set[int]] = {
     "GET /v1/followups/export": {404},
     # A button's link that has expired (`_claims`).
     "GET /v1/actions/{token}": {409},
-    # Temporal did not take the run (`queue_notification`); the notification is marked failed.
-    "POST /v1/notifications": {503},
 }
 
 

@@ -67,8 +67,14 @@ class AssignmentEvent(BaseModel):
     manual: bool = Field(
         default=False, description="A person assigned them (the `manual_assignment` exit)."
     )
+    event_id: Annotated[str | None, Field(min_length=1, max_length=200)] = Field(
+        default=None,
+        description="Makes the event idempotent: a retry with the same id completes what the"
+        " first try left undone and is never acted on twice. Without it every post is a new"
+        " assignment.",
+    )
 
 
 class AssignmentAccepted(BaseModel):
-    status: Literal["accepted"] = "accepted"
+    status: Literal["accepted", "duplicate"] = "accepted"
     journeys_notified: list[str] = Field(description="Journeys in progress that got it.")

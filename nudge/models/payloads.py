@@ -169,6 +169,9 @@ class JourneyMessage(BaseModel):
     channel: str
     text: str = ""  # at most 10 000 characters (the events API's limit)
     message_id: str
+    # The enrollment it was routed to: a later enrollment of the contact in the same journey
+    # (same workflow id) ignores it. None in histories from before this field.
+    enrollment_id: str | None = None
 
 
 class JourneyAssignment(BaseModel):
@@ -176,6 +179,9 @@ class JourneyAssignment(BaseModel):
 
     assignee: str
     manual: bool = False
+    # The event's id: a relayed repeat is dropped. None in histories from before this field.
+    event_id: str | None = None
+    enrollment_id: str | None = None
 
 
 class JourneyPosition(BaseModel):

@@ -1,4 +1,9 @@
-"""Starting and signalling follow-up runs: the poller of a definition and its record runs."""
+"""Starting and signalling follow-up runs: the poller of a definition and its record runs.
+
+What the API changes is staged in the outbox with the change (``stage_*``) and relayed after
+the commit; the poller's activities start and signal record runs directly, being retried
+by Temporal until they have.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,14 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
 from nudge.models.payloads import Ending, PollerInput, RecordInput
-from nudge.models.signals import STOP_POLLER, Signal
-from nudge.models.tables import FollowUp
+from nudge.models.signals import POLL_NOW, REPLY_TO_RECORD, STOP_POLLER, Signal
+from nudge.models.tables import FollowUp, FollowUpRecord, OutboxEntry
 from nudge.naming import (
     FOLLOWUP_POLLER_WORKFLOW,
     FOLLOWUP_RECORD_WORKFLOW,
@@ -20,30 +27,13 @@ from nudge.naming import (
     record_workflow_id,
     search_attributes,
 )
+from nudge.runs.outbox import Relay, start_options
 from nudge.runs.signals import FAN_OUT_CONCURRENCY, signal_run, signal_runs
 from nudge.settings import Settings
+from nudge.store import outbox
+from nudge.store.tenants import Principal
 
 P = TypeVar("P")
-
-
-async def start_poller(
-    client: Client, settings: Settings, tenant_slug: str, followup: FollowUp
-) -> None:
-    """Start the follow-up's poller, or leave the running one be."""
-    await client.start_workflow(
-        FOLLOWUP_POLLER_WORKFLOW,
-        PollerInput(
-            tenant_id=followup.tenant_id,
-            tenant=tenant_slug,
-            followup_id=followup.id,
-            time_scale=settings.time_scale,
-        ),
-        id=followup_workflow_id(tenant_slug, followup.id),
-        task_queue=settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=search_attributes(tenant_slug, Kind.FOLLOWUP, followup=followup.id),
-        static_summary=f"Follow-up poller: {followup.name}",
-    )
 
 
 async def signal_poller(
@@ -115,15 +105,106 @@ async def start_records(
     await asyncio.gather(*(start(r) for r in records))
 
 
-async def apply_status(
-    client: Client, settings: Settings, tenant_slug: str, followup: FollowUp, was: str, by: str
-) -> None:
-    """Start or stop the poller to match the follow-up's (committed) status; ``was`` is the
-    status before the change, ``by`` who made it."""
+def stage_status(
+    session: AsyncSession,
+    settings: Settings,
+    tenant_slug: str,
+    followup: FollowUp,
+    was: str,
+    by: str,
+) -> list[OutboxEntry]:
+    """Start or stop the poller to match the follow-up's status once ``session`` commits;
+    ``was`` is the status before the change, ``by`` who made it."""
     if followup.status == "active" and was != "active":
-        await start_poller(client, settings, tenant_slug, followup)
-    elif followup.status != "active" and was == "active":
+        return [_stage_poller_start(session, settings, tenant_slug, followup)]
+    if followup.status != "active" and was == "active":
         reason = "follow-up deleted" if followup.status == "deleted" else "follow-up deactivated"
-        await signal_poller(
-            client, tenant_slug, followup.id, STOP_POLLER, Ending(by=by, reason=reason)
-        )
+        stop = Ending(by=by, reason=reason)
+        return [_stage_poller_signal(session, tenant_slug, followup, STOP_POLLER.name, stop)]
+    return []
+
+
+def stage_poll_now(session: AsyncSession, tenant_slug: str, followup: FollowUp) -> OutboxEntry:
+    """Ask the poller to poll at once (a new version to apply) once ``session`` commits."""
+    return _stage_poller_signal(session, tenant_slug, followup, POLL_NOW.name, None)
+
+
+def stage_record_signal(
+    session: AsyncSession,
+    tenant_slug: str,
+    record: FollowUpRecord,
+    signal: Signal[Ending],
+    ending: Ending,
+    *,
+    event_key: str | None = None,
+) -> OutboxEntry:
+    """A signal to one record's run, meant for its generation, once ``session`` commits."""
+    return outbox.add_signal(
+        session,
+        tenant_id=record.tenant_id,
+        workflow_id=record_workflow_id(tenant_slug, record.followup_id, record.reconciliation_id),
+        signal=signal.name,
+        arg=ending.model_copy(update={"generation": record.generation}),
+        event_key=event_key,
+    )
+
+
+def stage_reply(
+    session: AsyncSession,
+    principal: Principal,
+    record: FollowUpRecord,
+    reply: Ending,
+    *,
+    event_key: str,
+) -> OutboxEntry:
+    """Tell a record's run that a recipient answered; it decides (`exit.on_reply`)."""
+    return stage_record_signal(
+        session, principal.tenant_slug, record, REPLY_TO_RECORD, reply, event_key=event_key
+    )
+
+
+def _stage_poller_start(
+    session: AsyncSession, settings: Settings, tenant_slug: str, followup: FollowUp
+) -> OutboxEntry:
+    return outbox.add_start(
+        session,
+        tenant_id=followup.tenant_id,
+        workflow=FOLLOWUP_POLLER_WORKFLOW,
+        workflow_id=followup_workflow_id(tenant_slug, followup.id),
+        arg=PollerInput(
+            tenant_id=followup.tenant_id,
+            tenant=tenant_slug,
+            followup_id=followup.id,
+            time_scale=settings.time_scale,
+        ),
+        # A poller still running (reactivated before it stopped) is left be.
+        options=start_options(
+            settings.task_queue,
+            search_attributes(tenant_slug, Kind.FOLLOWUP, followup=followup.id),
+            f"Follow-up poller: {followup.name}",
+            conflict="use_existing",
+        ),
+    )
+
+
+def _stage_poller_signal(
+    session: AsyncSession,
+    tenant_slug: str,
+    followup: FollowUp,
+    signal: str,
+    arg: BaseModel | None,
+) -> OutboxEntry:
+    return outbox.add_signal(
+        session,
+        tenant_id=followup.tenant_id,
+        workflow_id=followup_workflow_id(tenant_slug, followup.id),
+        signal=signal,
+        arg=arg,
+    )
+
+
+async def tell(
+    client: Client, sessions: async_sessionmaker[AsyncSession], entries: list[OutboxEntry]
+) -> None:
+    """Relay what a committed change staged (the relay loop retries what fails here)."""
+    await Relay(client, sessions).relay_written(entries)

@@ -1,4 +1,5 @@
-"""Queueing an individual notification: stored as `queued` (committed), then its run starts."""
+"""Queueing an individual notification: stored as `queued` with its run's start (an outbox
+entry, committed together), then the run is started."""
 
 from __future__ import annotations
 
@@ -7,27 +8,26 @@ import logging
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from nudge.errors import Conflict, InvalidInput, Unavailable
+from nudge.errors import Conflict, InvalidInput
 from nudge.models.channels import LAST_USED
 from nudge.models.db import transaction
 from nudge.models.notifications import NotificationCreate
 from nudge.models.payloads import SendNotificationInput
-from nudge.models.tables import Contact, Notification
+from nudge.models.tables import Contact, Notification, OutboxEntry
 from nudge.naming import (
     NOTIFICATION_WORKFLOW,
     Kind,
     notification_workflow_id,
     search_attributes,
 )
+from nudge.runs.outbox import Relay, start_options
 from nudge.settings import Settings
+from nudge.store import outbox
 from nudge.store.directory import external_id_of, find_channel, find_contact
 from nudge.store.notifications import (
     add_notification,
     find_by_idempotency_key,
-    mark_not_queued,
 )
 
 log = logging.getLogger(__name__)
@@ -43,19 +43,23 @@ async def queue_notification(
     request: NotificationCreate,
     idempotency_key: str | None = None,
 ) -> tuple[Notification, str]:
-    """Store the notification, then start the run that sends it; (notification, the
-    contact's external id).
+    """Store the notification with the start of its run (committed together), then start
+    it; (notification, the contact's external id).
 
-    With an ``idempotency_key``, a retried request answers the notification the first try
-    stored and starts its run if that try could not: a crash or a Temporal outage between
-    the two never loses it, and nothing is sent twice. Raises ``InvalidInput`` for an
-    unknown contact or channel, or a key already used for another notification, and
-    ``Unavailable`` when Temporal cannot be told (without a key the notification is then
-    recorded as failed; with one it stays queued for the retry).
+    Temporal being down delays the send, it does not lose it: the outbox relay starts the
+    run. With an ``idempotency_key``, a retried request answers the notification the first
+    try stored (and starts its run at once if that is still to do), so nothing is sent
+    twice. Raises ``InvalidInput`` for an unknown contact or channel, or a key already used
+    for another notification.
     """
+    pending: list[str] = []
+    entry: OutboxEntry | None = None
     async with transaction(sessions) as session:
         found = await _earlier_try(session, tenant_id, request, idempotency_key)
-        if found is None:
+        if found is not None:
+            notification, external_id = found
+            pending = await outbox.pending_of_event(session, tenant_id, _event_key(notification))
+        else:
             contact, channel = await _recipient_and_channel(session, tenant_id, request)
             notification = add_notification(
                 session, tenant_id, contact, request, channel, idempotency_key
@@ -65,11 +69,17 @@ async def queue_notification(
             except IntegrityError:  # the same key, posted twice at once: the other try won
                 raise Conflict("a request with this Idempotency-Key is in progress") from None
             external_id = contact.external_id
-        else:
-            notification, external_id = found
-    if notification.status == "queued":
-        await _start(client, sessions, settings, notification, tenant_slug, external_id)
+            entry = _stage_start(session, settings, notification, tenant_slug, external_id)
+    relay = Relay(client, sessions)
+    if entry is not None:
+        await relay.relay_written([entry])
+    elif pending:
+        await relay.relay_ids(pending, by="retry")
     return notification, external_id
+
+
+def _event_key(notification: Notification) -> str:
+    return f"notification:{notification.id}"
 
 
 async def _earlier_try(
@@ -98,45 +108,35 @@ async def _earlier_try(
     return earlier, external_id
 
 
-async def _start(
-    client: Client,
-    sessions: async_sessionmaker[AsyncSession],
+def _stage_start(
+    session: AsyncSession,
     settings: Settings,
     notification: Notification,
     tenant_slug: str,
     external_id: str,
-) -> None:
-    workflow_id = notification_workflow_id(tenant_slug, notification.id)
+) -> OutboxEntry:
     channel = notification.resolved_channel
-    try:
-        await client.start_workflow(
-            NOTIFICATION_WORKFLOW,
-            SendNotificationInput(
-                tenant_id=notification.tenant_id,
-                tenant=tenant_slug,
-                notification_id=notification.id,
-                contact=external_id,
-                channel=channel,
-            ),
-            id=workflow_id,
-            task_queue=settings.task_queue,
-            # A retry finds the run of the first try, running or closed: never a second one.
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=search_attributes(
-                tenant_slug, Kind.NOTIFICATION, contact=external_id
-            ),
-            static_summary=f"Notification to {external_id} on {channel}",
-        )
-    except WorkflowAlreadyStartedError:
-        return
-    except Exception as exc:
-        log.exception("could not start %s", workflow_id)
-        if notification.idempotency_key is None:
-            # Nobody can retry this one: say so rather than leave it queued for ever.
-            async with transaction(sessions) as session:
-                await mark_not_queued(session, notification.id, str(exc))
-            notification.status = "failed"
-        raise Unavailable("Temporal is unreachable; try again") from None
+    return outbox.add_start(
+        session,
+        tenant_id=notification.tenant_id,
+        workflow=NOTIFICATION_WORKFLOW,
+        workflow_id=notification_workflow_id(tenant_slug, notification.id),
+        arg=SendNotificationInput(
+            tenant_id=notification.tenant_id,
+            tenant=tenant_slug,
+            notification_id=notification.id,
+            contact=external_id,
+            channel=channel,
+        ),
+        # A second relay finds the first one's run, running or closed: never a second run.
+        options=start_options(
+            settings.task_queue,
+            search_attributes(tenant_slug, Kind.NOTIFICATION, contact=external_id),
+            f"Notification to {external_id} on {channel}",
+            reuse="reject_duplicate",
+        ),
+        event_key=_event_key(notification),
+    )
 
 
 async def _recipient_and_channel(

@@ -314,6 +314,13 @@ def mark_ended(enrollment: Enrollment, state: str, by: str, reason: str) -> bool
     return True
 
 
+async def abandon_enrollment(session: AsyncSession, enrollment_id: str, why: str) -> None:
+    """End an enrollment whose run could not be started, so the contact can enter again."""
+    enrollment = await session.get(Enrollment, enrollment_id)
+    if enrollment is not None:
+        mark_ended(enrollment, "exited", "enrollment", why)
+
+
 async def eject_active_enrollments(
     session: AsyncSession, journey_id: str, by: str, reason: str, at: datetime
 ) -> int:

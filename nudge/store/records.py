@@ -46,14 +46,15 @@ async def get_record(
     return record
 
 
-async def records_reminding(session: AsyncSession, contact_id: str) -> list[tuple[str, str]]:
-    """(follow-up id, reconciliation id) of every record still reminding the contact."""
+async def records_reminding(session: AsyncSession, contact_id: str) -> list[FollowUpRecord]:
+    """Every record still reminding the contact."""
     rows = await session.execute(
-        select(FollowUpRecord.followup_id, FollowUpRecord.reconciliation_id)
+        select(FollowUpRecord)
         .join(FollowUpRecipient, FollowUpRecipient.record_id == FollowUpRecord.id)
         .where(FollowUpRecipient.contact_id == contact_id, FollowUpRecord.state == "following")
     )
-    return [(str(f), str(r)) for f, r in rows.all()]
+    # A contact reminded through two channels is a recipient twice: one record each.
+    return list({record.id: record for record in rows.scalars()}.values())
 
 
 def end_record(record: FollowUpRecord, state: str, ending: Ending) -> None:

@@ -29,6 +29,7 @@ from nudge.security import ActionTokens, SecretBox
 from nudge.settings import Settings
 from nudge.temporal_client import connect
 from nudge.workers.metrics_server import serve_metrics
+from nudge.workers.relay import outbox_relay
 from nudge.workflows.delivery_resend import DeliveryResendWorkflow
 from nudge.workflows.followup_poller import FollowUpPollerWorkflow
 from nudge.workflows.followup_record import FollowUpRecordWorkflow
@@ -163,6 +164,6 @@ async def run_worker(settings: Settings) -> None:
         log.info(
             "worker polling task queue %r on %s", settings.task_queue, settings.temporal_address
         )
-        async with worker:
+        async with worker, outbox_relay(client, settings):
             await stop.wait()
         log.info("worker stopped")

@@ -52,6 +52,8 @@ with workflow.unsafe.imports_passed_through():
     from nudge.activities.journey import JourneyActivities
 
 EXIT_CONDITION = "exit condition"
+# How many handled event ids a run remembers to drop repeats (a repeat comes within minutes).
+SEEN_EVENTS = 500
 OUTWARD_STEPS = frozenset({"send_message", "ask", "assign", "http_request"})
 Outcome = tuple[str, Ending]  # (enrollment state, who or what ended it and why)
 StepRunner = Callable[[JourneyStepPlan, int], Awaitable[str | None]]
@@ -69,6 +71,9 @@ class JourneyEnrollmentWorkflow:
         self._reply: JourneyMessage | None = None
         # While handing over, events belong to the next journey: they are passed on to it.
         self._passing_on: list[tuple[str, BaseModel]] | None = None
+        # Ids of the events handled, newest last: the outbox relays an event again when it
+        # cannot tell whether Temporal took it, and a repeat must change nothing.
+        self._seen: dict[str, None] = {}
 
     @workflow.run
     async def run(self, request: EnrollmentInput) -> str:
@@ -91,12 +96,15 @@ class JourneyEnrollmentWorkflow:
     @workflow.signal(name=JOURNEY_MESSAGE.name)
     def message(self, event: JourneyMessage) -> None:
         """A message from or to the contact: the reply to an `ask`, or an exit condition."""
-        self._receive(JOURNEY_MESSAGE.name, event)
+        if self._is_new(f"message:{event.message_id}", event.enrollment_id):
+            self._receive(JOURNEY_MESSAGE.name, event)
 
     @workflow.signal(name=JOURNEY_ASSIGNMENT.name)
     def assignment(self, event: JourneyAssignment) -> None:
         """The contact was assigned; a manual assignment can be an exit condition."""
-        self._receive(JOURNEY_ASSIGNMENT.name, event)
+        key = f"assignment:{event.event_id}" if event.event_id else None
+        if self._is_new(key, event.enrollment_id):
+            self._receive(JOURNEY_ASSIGNMENT.name, event)
 
     @workflow.signal(name=STOP_ENROLLMENT.name)
     def stop(self, stop: Ending) -> None:
@@ -105,6 +113,20 @@ class JourneyEnrollmentWorkflow:
             self._passing_on.append((STOP_ENROLLMENT.name, stop))
         else:
             self._end("stopped", stop)
+
+    def _is_new(self, key: str | None, enrollment_id: str | None) -> bool:
+        """False for an event meant for another enrollment of the contact in this journey
+        (an earlier one, same workflow id) and for one handled before."""
+        if enrollment_id is not None and enrollment_id != self._request.enrollment_id:
+            return False
+        if key is None:
+            return True
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        if len(self._seen) > SEEN_EVENTS:
+            del self._seen[next(iter(self._seen))]
+        return True
 
     def _receive(self, signal: str, event: JourneyMessage | JourneyAssignment) -> None:
         if self._passing_on is not None:
@@ -301,6 +323,9 @@ class JourneyEnrollmentWorkflow:
             await self._close_child(step, handover)
             return None
         for signal, event in self._passing_on:
+            # Routed to this enrollment; the child is another one, so it goes on unaddressed.
+            if isinstance(event, JourneyMessage | JourneyAssignment):
+                event = event.model_copy(update={"enrollment_id": None})
             await child.signal(signal, event)
         at = f" at step {handover.start_at}" if handover.start_at else ""
         reason = f"handed over to {handover.journey_name!r}{at}"

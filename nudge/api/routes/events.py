@@ -1,18 +1,25 @@
-"""Events from services: messages (replies, agent answers) and assignments."""
+"""Events from services: messages (replies, agent answers) and assignments.
+
+An event is stored with everything Temporal must be told of it (outbox entries) in one
+transaction, then relayed. Once the answer is 202 nothing of it is lost: what Temporal did
+not take is relayed again by the workers, and a client's retry with the same id relays
+whatever is still pending at once. Workflows drop a repeat by the event's id.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Iterable
+import uuid
+from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Depends, status
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nudge.api.deps import ServiceDep, SessionDep, SessionsDep, SettingsDep, TemporalDep
+from nudge.api.deps import ServiceDep, SessionDep, SettingsDep
 from nudge.api.rate_limits import RATE_LIMITED, limit_events
-from nudge.errors import Conflict, InvalidInput, NotFound
+from nudge.api.relay import RelayDep
+from nudge.errors import Conflict, InvalidInput
 from nudge.models.events import (
     AssignmentAccepted,
     AssignmentEvent,
@@ -20,14 +27,21 @@ from nudge.models.events import (
     MessageEventAccepted,
 )
 from nudge.models.payloads import Ending, JourneyAssignment, JourneyMessage
-from nudge.models.signals import JOURNEY_ASSIGNMENT, JOURNEY_MESSAGE, REPLY_TO_RECORD
-from nudge.models.tables import Contact
-from nudge.runs.followups import signal_record
-from nudge.runs.journeys import enroll, signal_enrollment
+from nudge.models.signals import JOURNEY_ASSIGNMENT, JOURNEY_MESSAGE
+from nudge.models.tables import Contact, Journey, OutboxEntry
+from nudge.runs.followups import stage_reply
+from nudge.runs.journeys import stage_signal, stage_start
+from nudge.runs.outbox import Relay
+from nudge.settings import Settings
 from nudge.store.deliveries import is_own_delivery
 from nudge.store.directory import find_contact
-from nudge.store.journeys import active_enrollments_of_contact, journeys_triggered_by
+from nudge.store.journeys import (
+    active_enrollments_of_contact,
+    create_enrollment,
+    journeys_triggered_by,
+)
 from nudge.store.messages import add_event_message
+from nudge.store.outbox import has_event, pending_of_event
 from nudge.store.records import records_reminding
 from nudge.store.tenants import Principal
 
@@ -41,9 +55,14 @@ router = APIRouter(
     responses=RATE_LIMITED,
 )
 
-# Runs started or signalled at once for one event: enough for dozens of journeys, and well
-# under the database pool (each start commits its enrollment in a session of its own).
-JOURNEY_CONCURRENCY = 16
+
+@dataclass
+class _Staged:
+    """What an accepted event is to tell Temporal, and whom."""
+
+    entries: list[OutboxEntry] = field(default_factory=list)
+    notified: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
 
 
 @router.post("/messages", status_code=status.HTTP_202_ACCEPTED)
@@ -51,56 +70,79 @@ async def message_event(
     event: MessageEvent,
     principal: ServiceDep,
     session: SessionDep,
-    sessions: SessionsDep,
-    temporal: TemporalDep,
+    relay: RelayDep,
     settings: SettingsDep,
 ) -> MessageEventAccepted:
     """A message to or from a contact: kept in history; it can answer, end or start journeys
-    and end follow-ups."""
+    and end follow-ups. A retry with the same `message_id` finishes what the first try left
+    undone and answers `duplicate`."""
     contact = await _contact(session, principal.tenant_id, event.contact_id)
+    duplicate = MessageEventAccepted(status="duplicate", message_id=event.message_id)
     if event.direction == "outgoing" and await is_own_delivery(
         session, principal.tenant_id, event.message_id
     ):
         # The chat platform echoing what Nudge itself sent: already in the history, and not
         # an agent's answer (the `outgoing_message` exit is about people, not about us).
-        return MessageEventAccepted(status="duplicate", message_id=event.message_id)
-    if not await _store(session, principal.tenant_id, contact, event):
-        return MessageEventAccepted(status="duplicate", message_id=event.message_id)
-    if event.direction == "incoming":
-        await _deliver_reply(session, temporal, principal.tenant_slug, contact.id, event.contact_id)
-    notified, started = await _journeys(
-        session, sessions, temporal, settings, principal, contact, event
-    )
+        return duplicate
+    key = f"message:{event.message_id}"
+    if not await add_event_message(session, principal.tenant_id, contact, event):
+        await _finish_earlier_try(session, relay, principal.tenant_id, key)
+        return duplicate
+    staged = await _stage_message(session, settings, principal, contact, event, key)
+    try:
+        await session.commit()
+    except IntegrityError:  # the same message_id, posted twice at once: the other one won
+        await _finish_earlier_try(session, relay, principal.tenant_id, key)
+        return duplicate
+    await relay.relay_written(staged.entries)
     return MessageEventAccepted(
         status="accepted",
         message_id=event.message_id,
-        journeys_started=started,
-        journeys_notified=notified,
+        journeys_started=staged.started,
+        journeys_notified=staged.notified,
     )
 
 
 @router.post("/assignments", status_code=status.HTTP_202_ACCEPTED)
 async def assignment_event(
-    event: AssignmentEvent, principal: ServiceDep, session: SessionDep, temporal: TemporalDep
+    event: AssignmentEvent,
+    principal: ServiceDep,
+    session: SessionDep,
+    relay: RelayDep,
 ) -> AssignmentAccepted:
     """The contact was assigned to an agent or queue; a manual one can end journeys."""
     contact = await _contact(session, principal.tenant_id, event.contact_id)
-    assignment = JourneyAssignment(assignee=event.assignee, manual=event.manual)
-    active = await active_enrollments_of_contact(session, principal.tenant_id, contact.id)
-    await session.close()  # nothing more to read; keep no transaction open while signalling
-    journey_ids = [enrollment.journey_id for enrollment, _ in active]
-    await _bounded(
-        signal_enrollment(
-            temporal,
-            principal.tenant_slug,
-            journey_id,
-            event.contact_id,
-            JOURNEY_ASSIGNMENT,
-            assignment,
+    event_id = event.event_id or uuid.uuid4().hex
+    key = f"assignment:{event_id}"
+    if event.event_id is not None and await has_event(session, principal.tenant_id, key):
+        await _finish_earlier_try(session, relay, principal.tenant_id, key)
+        return AssignmentAccepted(status="duplicate", journeys_notified=[])
+    entries, notified = [], []
+    for enrollment, _journey in await active_enrollments_of_contact(
+        session, principal.tenant_id, contact.id
+    ):
+        assignment = JourneyAssignment(
+            assignee=event.assignee,
+            manual=event.manual,
+            event_id=event_id,
+            enrollment_id=enrollment.id,
         )
-        for journey_id in journey_ids
-    )
-    return AssignmentAccepted(journeys_notified=journey_ids)
+        entries.append(
+            stage_signal(
+                session,
+                principal.tenant_id,
+                principal.tenant_slug,
+                enrollment.journey_id,
+                event.contact_id,
+                JOURNEY_ASSIGNMENT,
+                assignment,
+                event_key=key,
+            )
+        )
+        notified.append(enrollment.journey_id)
+    await session.commit()
+    await relay.relay_written(entries)
+    return AssignmentAccepted(journeys_notified=notified)
 
 
 async def _contact(session: AsyncSession, tenant_id: str, external_id: str) -> Contact:
@@ -112,106 +154,97 @@ async def _contact(session: AsyncSession, tenant_id: str, external_id: str) -> C
     return contact
 
 
-async def _store(
-    session: AsyncSession, tenant_id: str, contact: Contact, event: MessageEvent
-) -> bool:
-    """Keep the message in the contact's history; False when this message_id was seen before."""
-    if not await add_event_message(session, tenant_id, contact, event):
-        return False
-    try:
-        await session.commit()
-    except IntegrityError:  # the same message_id, posted twice at once
-        await session.rollback()
-        return False
-    return True
-
-
-async def _deliver_reply(
-    session: SessionDep, temporal: TemporalDep, tenant: str, contact_id: str, external_id: str
+async def _finish_earlier_try(
+    session: AsyncSession, relay: Relay, tenant_id: str, event_key: str
 ) -> None:
-    """Tell every record run this contact was reminded by; each decides (`exit.on_reply`)."""
-    stop = Ending(by=f"contact {external_id}", reason="replied")
-    for followup_id, reconciliation_id in await records_reminding(session, contact_id):
-        await signal_record(temporal, tenant, followup_id, reconciliation_id, REPLY_TO_RECORD, stop)
+    """A retry of an accepted event: relay now whatever the first try could not."""
+    await session.rollback()
+    pending = await pending_of_event(session, tenant_id, event_key)
+    await session.close()
+    if pending:
+        await relay.relay_ids(pending, by="retry")
 
 
-# Journeys ------------------------------------------------------------------------------------
-
-
-async def _journeys(
+async def _stage_message(
     session: AsyncSession,
-    sessions: SessionsDep,
-    temporal: TemporalDep,
-    settings: SettingsDep,
+    settings: Settings,
     principal: Principal,
     contact: Contact,
     event: MessageEvent,
-) -> tuple[list[str], list[str]]:
-    """Deliver the message to the contact's journeys in progress and, when it comes from the
-    contact, enroll them in the journeys it triggers; (journeys notified, journeys started)."""
-    active = await active_enrollments_of_contact(session, principal.tenant_id, contact.id)
+    key: str,
+) -> _Staged:
+    """What the message means: a reply to every record that reminded the contact, an event
+    for each of their journeys in progress, and, when it comes from the contact, the start of
+    every journey it triggers."""
+    staged = _Staged()
+    if event.direction == "incoming":
+        reply = Ending(by=f"contact {event.contact_id}", reason="replied")
+        for record in await records_reminding(session, contact.id):
+            staged.entries.append(stage_reply(session, principal, record, reply, event_key=key))
     # Read before anything starts: a journey this message starts does not get it as well.
+    active = await active_enrollments_of_contact(session, principal.tenant_id, contact.id)
     triggered = (
         await journeys_triggered_by(session, principal.tenant_id, contact.id, event.text)
         if event.direction == "incoming"
         else []
     )
-    await session.close()  # the starts below commit in sessions of their own
-    message = JourneyMessage(
-        direction=event.direction,
-        channel=event.channel,
-        text=event.text,
-        message_id=event.message_id,
-    )
-    notified = [enrollment.journey_id for enrollment, _ in active]
-    signals = (
-        signal_enrollment(
-            temporal, principal.tenant_slug, journey_id, event.contact_id, JOURNEY_MESSAGE, message
+    for enrollment, _journey in active:
+        message = JourneyMessage(
+            direction=event.direction,
+            channel=event.channel,
+            text=event.text,
+            message_id=event.message_id,
+            enrollment_id=enrollment.id,
         )
-        for journey_id in notified
-    )
-    starts = (
-        _start(temporal, sessions, settings, principal, journey_id, event)
-        for journey_id in triggered
-    )
-    results = await _bounded([*signals, *starts])
-    started = [j for j, ok in zip(triggered, results[len(notified) :], strict=True) if ok]
-    return notified, started
+        staged.entries.append(
+            stage_signal(
+                session,
+                principal.tenant_id,
+                principal.tenant_slug,
+                enrollment.journey_id,
+                event.contact_id,
+                JOURNEY_MESSAGE,
+                message,
+                event_key=key,
+            )
+        )
+        staged.notified.append(enrollment.journey_id)
+    for journey_id in triggered:
+        entry = await _stage_enrollment(session, settings, principal, contact, journey_id, event)
+        if entry is not None:
+            staged.entries.append(entry)
+            staged.started.append(journey_id)
+    return staged
 
 
-async def _start(
-    temporal: TemporalDep,
-    sessions: SessionsDep,
-    settings: SettingsDep,
+async def _stage_enrollment(
+    session: AsyncSession,
+    settings: Settings,
     principal: Principal,
+    contact: Contact,
     journey_id: str,
     event: MessageEvent,
-) -> bool:
-    """Enroll the contact; False when someone else was quicker or the journey just stopped."""
+) -> OutboxEntry | None:
+    """Enroll the contact in a journey the message triggers; None when someone else was
+    quicker (the enrollment is made in a savepoint, so the message itself still commits)."""
+    journey = await session.get(Journey, journey_id)
+    if journey is None:
+        return None
     try:
-        await enroll(
-            temporal,
-            sessions,
-            settings,
-            tenant_id=principal.tenant_id,
-            tenant_slug=principal.tenant_slug,
-            journey_id=journey_id,
-            external_id=event.contact_id,
-            # The message that started it, for templates (`{{ variables.trigger_message }}`).
-            variables={"trigger_message": event.text},
+        # The message that started it, for templates (`{{ variables.trigger_message }}`).
+        enrollment = await create_enrollment(
+            session, journey, contact, {"trigger_message": event.text}
         )
-    except (Conflict, NotFound) as exc:  # NotFound: deleted a moment ago
+        await session.flush()
+    except Conflict as exc:
         log.info("journey %s not started for %r: %s", journey_id, event.contact_id, exc)
-        return False
-    return True
-
-
-async def _bounded(work: Iterable[Awaitable[bool]]) -> list[bool]:
-    """Run the awaitables concurrently, a few at a time; the results in order."""
-    limit = asyncio.Semaphore(JOURNEY_CONCURRENCY)
-
-    async def one(awaitable: Awaitable[bool]) -> bool:
-        async with limit:
-            return await awaitable
-
-    return list(await asyncio.gather(*(one(a) for a in work)))
+        return None
+    return stage_start(
+        session,
+        settings,
+        principal.tenant_slug,
+        journey,
+        enrollment,
+        event.contact_id,
+        event_key=f"message:{event.message_id}",
+    )

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.api.deps import AdminDep, PageDep, SessionDep, SettingsDep, TemporalDep
 from nudge.api.rate_limits import RATE_LIMITED, limit_poll
+from nudge.api.relay import RelayDep
 from nudge.errors import Conflict
 from nudge.models.followup_bundle import (
     FollowUpImportReport,
@@ -27,7 +28,7 @@ from nudge.models.followups import (
 from nudge.models.pages import Page
 from nudge.models.payloads import Ending
 from nudge.models.signals import POLL_NOW, STOP_RECORD, PollNow
-from nudge.runs.followups import apply_status, signal_poller, signal_record
+from nudge.runs.followups import signal_poller, stage_poll_now, stage_record_signal, stage_status
 from nudge.store.followup_definitions import (
     create_followup,
     followups_page,
@@ -57,16 +58,17 @@ async def create(
     body: FollowUpDefinition,
     principal: AdminDep,
     session: SessionDep,
-    temporal: TemporalDep,
+    relay: RelayDep,
     settings: SettingsDep,
 ) -> FollowUpPublic:
     """Create a follow-up; when `active`, its poller starts at once."""
     followup = await create_followup(session, principal.tenant_id, body)
     answer = await public(session, followup)
-    await session.commit()
-    await apply_status(
-        temporal, settings, principal.tenant_slug, followup, "inactive", _who(principal)
+    entries = stage_status(
+        session, settings, principal.tenant_slug, followup, "inactive", _who(principal)
     )
+    await session.commit()
+    await relay.relay_written(entries)
     return answer
 
 
@@ -122,7 +124,7 @@ async def import_(
     request: Request,
     principal: AdminDep,
     session: SessionDep,
-    temporal: TemporalDep,
+    relay: RelayDep,
     settings: SettingsDep,
 ) -> FollowUpImportReport:
     """Import a zip made by export (`--data-binary @file.zip`); reports what is missing."""
@@ -138,11 +140,15 @@ async def import_(
         if reasons and definition.status == "active":
             left_inactive.append(LeftInactive(id=followup.id, name=followup.name, reasons=reasons))
     answers = [await public(session, f) for f in created]
-    await session.commit()
-    for followup in created:
-        await apply_status(
-            temporal, settings, principal.tenant_slug, followup, "inactive", _who(principal)
+    entries = [
+        entry
+        for followup in created
+        for entry in stage_status(
+            session, settings, principal.tenant_slug, followup, "inactive", _who(principal)
         )
+    ]
+    await session.commit()
+    await relay.relay_written(entries)
     return FollowUpImportReport(
         created=answers,
         missing=missing,
@@ -163,7 +169,7 @@ async def update(
     body: FollowUpDefinition,
     principal: AdminDep,
     session: SessionDep,
-    temporal: TemporalDep,
+    relay: RelayDep,
     settings: SettingsDep,
 ) -> FollowUpPublic:
     """Save a new version. Running record follow-ups finish on theirs; new records take this one."""
@@ -171,10 +177,11 @@ async def update(
     was = followup.status
     await save_new_version(session, followup, body)
     answer = await public(session, followup)
-    await session.commit()
-    await apply_status(temporal, settings, principal.tenant_slug, followup, was, _who(principal))
+    entries = stage_status(session, settings, principal.tenant_slug, followup, was, _who(principal))
     if was == "active" and followup.status == "active":
-        await signal_poller(temporal, principal.tenant_slug, followup.id, POLL_NOW, PollNow())
+        entries.append(stage_poll_now(session, principal.tenant_slug, followup))
+    await session.commit()
+    await relay.relay_written(entries)
     return answer
 
 
@@ -183,14 +190,15 @@ async def delete(
     followup_id: FollowUpId,
     principal: AdminDep,
     session: SessionDep,
-    temporal: TemporalDep,
+    relay: RelayDep,
     settings: SettingsDep,
 ) -> None:
     """Delete a follow-up: its poller and every record run stop."""
     followup = await get_followup(session, principal.tenant_id, followup_id)
     was = set_status(followup, "deleted")
+    entries = stage_status(session, settings, principal.tenant_slug, followup, was, _who(principal))
     await session.commit()
-    await apply_status(temporal, settings, principal.tenant_slug, followup, was, _who(principal))
+    await relay.relay_written(entries)
 
 
 async def _set_status(
@@ -198,14 +206,15 @@ async def _set_status(
     new: str,
     principal: Principal,
     session: AsyncSession,
-    temporal: TemporalDep,
+    relay: RelayDep,
     settings: SettingsDep,
 ) -> FollowUpPublic:
     followup = await get_followup(session, principal.tenant_id, followup_id)
     was = set_status(followup, new)
     answer = await public(session, followup)
+    entries = stage_status(session, settings, principal.tenant_slug, followup, was, _who(principal))
     await session.commit()
-    await apply_status(temporal, settings, principal.tenant_slug, followup, was, _who(principal))
+    await relay.relay_written(entries)
     return answer
 
 
@@ -214,11 +223,11 @@ async def activate(
     followup_id: FollowUpId,
     principal: AdminDep,
     session: SessionDep,
-    temporal: TemporalDep,
+    relay: RelayDep,
     settings: SettingsDep,
 ) -> FollowUpPublic:
     """Start polling and reminding."""
-    return await _set_status(followup_id, "active", principal, session, temporal, settings)
+    return await _set_status(followup_id, "active", principal, session, relay, settings)
 
 
 @router.post("/{followup_id}/deactivate")
@@ -226,11 +235,11 @@ async def deactivate(
     followup_id: FollowUpId,
     principal: AdminDep,
     session: SessionDep,
-    temporal: TemporalDep,
+    relay: RelayDep,
     settings: SettingsDep,
 ) -> FollowUpPublic:
     """Stop the poller and every record run."""
-    return await _set_status(followup_id, "inactive", principal, session, temporal, settings)
+    return await _set_status(followup_id, "inactive", principal, session, relay, settings)
 
 
 @router.post(
@@ -257,7 +266,7 @@ async def copy(
     body: FollowUpCopy,
     principal: AdminDep,
     session: SessionDep,
-    temporal: TemporalDep,
+    relay: RelayDep,
     settings: SettingsDep,
 ) -> FollowUpPublic:
     """A new follow-up from this one, with the same status."""
@@ -266,10 +275,11 @@ async def copy(
     definition = definition.model_copy(update={"name": body.name, "status": source.status})
     followup = await create_followup(session, principal.tenant_id, definition)
     answer = await public(session, followup)
-    await session.commit()
-    await apply_status(
-        temporal, settings, principal.tenant_slug, followup, "inactive", _who(principal)
+    entries = stage_status(
+        session, settings, principal.tenant_slug, followup, "inactive", _who(principal)
     )
+    await session.commit()
+    await relay.relay_written(entries)
     return answer
 
 
@@ -294,7 +304,7 @@ async def stop_record(
     reconciliation_id: Annotated[str, Path(max_length=200)],
     principal: AdminDep,
     session: SessionDep,
-    temporal: TemporalDep,
+    relay: RelayDep,
     body: Annotated[RecordStop, Body()] = RecordStop(),
 ) -> FollowUpRecordPublic:
     """Stop reminding about one record. No message of its run leaves after this answer."""
@@ -305,9 +315,8 @@ async def stop_record(
     stop = Ending(by=_who(principal), reason=body.reason)
     # Stopped in the database before the answer: an attempt in flight checks it before each send.
     end_record(record, "stopped", stop)
+    entry = stage_record_signal(session, principal.tenant_slug, record, STOP_RECORD, stop)
     answer = FollowUpRecordPublic.model_validate(record, from_attributes=True)
     await session.commit()
-    await signal_record(
-        temporal, principal.tenant_slug, followup.id, reconciliation_id, STOP_RECORD, stop
-    )
+    await relay.relay_written([entry])
     return answer

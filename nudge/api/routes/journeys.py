@@ -18,6 +18,7 @@ from nudge.api.deps import (
     TemporalDep,
     paging,
 )
+from nudge.api.relay import RelayDep
 from nudge.errors import Conflict
 from nudge.models.journey_templates import JourneyTemplate
 from nudge.models.journeys import (
@@ -34,7 +35,7 @@ from nudge.models.pages import Page
 from nudge.models.payloads import Ending
 from nudge.models.signals import STOP_ENROLLMENT
 from nudge.models.tables import Journey
-from nudge.runs.journeys import enroll, signal_enrollment, stop_all
+from nudge.runs.journeys import enroll, stage_signal, stop_all
 from nudge.store.directory import get_contact
 from nudge.store.journey_references import (
     check_journey_references,
@@ -197,26 +198,25 @@ async def stop(
     journey_id: JourneyId,
     principal: AdminDep,
     session: SessionDep,
-    sessions: SessionsDep,
-    temporal: TemporalDep,
+    relay: RelayDep,
     settings: SettingsDep,
     body: Annotated[JourneyStop, Body()] = JourneyStop(),
 ) -> JourneyPublic:
     """Stop the journey: every enrolled contact is ejected at once and never re-enrolled."""
     journey = await get_journey(session, principal.tenant_id, journey_id)
-    # Not published any more before anyone is ejected: nobody enters while the stop runs.
+    # Not published any more, every enrollment ejected and the signalling run staged, in one
+    # transaction: nobody enters while the stop runs, and a crash leaves no half-stop.
     await set_journey_status(session, journey, "stopped")
-    answer = await journey_public(session, journey)
-    await session.commit()
-    await stop_all(
-        temporal,
-        sessions,
+    entry = await stop_all(
+        session,
         settings,
-        tenant_id=principal.tenant_id,
         tenant_slug=principal.tenant_slug,
-        journey_id=journey.id,
+        journey=journey,
         stop=Ending(by=_who(principal), reason=body.reason),
     )
+    answer = await journey_public(session, journey)
+    await session.commit()
+    await relay.relay_written([entry])
     return answer
 
 
@@ -303,7 +303,7 @@ async def stop_for_contact(
     body: EnrollmentStop,
     principal: AgentDep,
     session: SessionDep,
-    temporal: TemporalDep,
+    relay: RelayDep,
 ) -> EnrollmentPublic:
     """Stop one contact's journey; agents only where the journey's settings allow it."""
     journey = await get_journey(session, principal.tenant_id, journey_id)
@@ -316,18 +316,21 @@ async def stop_for_contact(
     if enrollment is None:
         raise Conflict(f"contact {external_id!r} is not in journey {journey.name!r} now")
     by = f"{principal.role} {body.agent}"
-    # Ended in the database first: each step checks it, so nothing more is sent after this.
+    # Ended in the database first: each step checks it, so nothing more is sent after this;
+    # the signal (committed with it) ends the run's wait.
     mark_ended(enrollment, "stopped", by, body.reason)
-    answer = enrollment_public(enrollment, journey.name, external_id)
-    await session.commit()
-    await signal_enrollment(
-        temporal,
+    entry = stage_signal(
+        session,
+        principal.tenant_id,
         principal.tenant_slug,
         journey.id,
         external_id,
         STOP_ENROLLMENT,
         Ending(by=by, reason=body.reason),
     )
+    answer = enrollment_public(enrollment, journey.name, external_id)
+    await session.commit()
+    await relay.relay_written([entry])
     return answer
 
 

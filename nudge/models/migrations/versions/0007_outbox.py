@@ -26,7 +26,10 @@ def upgrade() -> None:
         "outbox",
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column(
-            "tenant_id", sa.String(32), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+            "tenant_id",
+            sa.String(32),
+            sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+            nullable=False,
         ),
         sa.Column("event_key", sa.String(250)),
         sa.Column("action", sa.String(8), nullable=False),

@@ -1,0 +1,16 @@
+"""The outbox relay as a route dependency: what a route staged, it relays after its commit."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from nudge.runs.outbox import Relay
+
+
+def _relay(request: Request) -> Relay:
+    return Relay(request.app.state.temporal, request.app.state.sessions)
+
+
+RelayDep = Annotated[Relay, Depends(_relay)]
