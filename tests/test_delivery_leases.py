@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import EventType
@@ -31,6 +32,7 @@ from tests.conftest import TenantKeys
 from tests.utils.delivery_runs import (
     TICKET,
     DiesAfterTheProviderTookIt,
+    add_channel,
     add_contact,
     create_followup,
     current_details,
@@ -42,7 +44,7 @@ from tests.utils.delivery_runs import (
     worker_with,
 )
 from tests.utils.egress import LOOPBACK, loopback_http
-from tests.utils.receivers import Reply, SmtpSink, WebhookReceiver
+from tests.utils.receivers import Reply, SmtpSink, WebhookReceiver, free_port
 from tests.utils.waiting import received
 
 
@@ -355,3 +357,81 @@ async def test_a_send_heartbeats_while_the_provider_takes_its_time(
         )
     assert sent.status == "sent"
     assert len(beats) >= 3
+
+
+class _SlowToAnswerData:
+    """An SMTP server that takes the message and answers its DATA too late."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received += 1
+        await asyncio.sleep(1.5)
+        return "250 OK"
+
+
+async def _lost_answer_then_retry(
+    sessions: async_sessionmaker[AsyncSession],
+    box: SecretBox,
+    tenant: TenantKeys,
+    slug: str,
+) -> tuple[Sent, Sent]:
+    contact, channel = await _contact_and_channel(sessions, tenant, slug)
+    outbound = _outbound(tenant, slug, f"{tenant.slug}:lost:{slug}")
+    async with loopback_http() as http:
+        deliverer = Deliverer(sessions, box, http, LOOPBACK)
+        tries = [
+            await deliverer.deliver(
+                tenant_id=tenant.id, contact=contact, channel=channel, outbound=outbound
+            )
+            for _ in range(2)
+        ]
+    return tries[0], tries[1]
+
+
+async def test_a_slack_answer_lost_after_the_message_left_is_unknown_and_not_resent(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    sessions: async_sessionmaker[AsyncSession],
+    box: SecretBox,
+) -> None:
+    await add_contact(api, tenant)
+    config = {"webhook_url": webhook_receiver.url, "timeout_seconds": 0.3}
+    await add_channel(api, tenant, "team", "slack", config)
+    webhook_receiver.respond_with(Reply(delay_seconds=1))
+    first, retry = await _lost_answer_then_retry(sessions, box, tenant, "team")
+
+    assert (first.status, retry.status) == ("unknown", "unknown")
+    assert len(webhook_receiver.requests) == 1  # Slack would post a copy: none was sent
+    [delivery] = await tenant_deliveries(sessions, tenant)
+    assert delivery.status == "unknown" and "answer was lost" in (delivery.error or "")
+
+
+async def test_an_smtp_answer_lost_after_the_data_is_unknown_and_not_resent(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    sessions: async_sessionmaker[AsyncSession],
+    box: SecretBox,
+) -> None:
+    handler = _SlowToAnswerData()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        await add_contact(api, tenant)
+        config = {
+            "host": "127.0.0.1",
+            "port": controller.port,
+            "security": "none",
+            "from_address": "nudge@example.com",
+            "timeout_seconds": 0.5,
+        }
+        await add_channel(api, tenant, "mail", "email", config)
+        first, retry = await _lost_answer_then_retry(sessions, box, tenant, "mail")
+    finally:
+        controller.stop()
+    assert (first.status, retry.status) == ("unknown", "unknown")
+    assert handler.received == 1
+    [delivery] = await tenant_deliveries(sessions, tenant)
+    assert delivery.status == "unknown"

@@ -48,6 +48,11 @@ UNKNOWN_REASON = (
     " not sent again (an operator can resend it)"
 )
 
+UNKNOWN_LOST = (
+    "the provider's answer was lost after the message left, and it does not drop copies:"
+    " not sent again (an operator can resend it)"
+)
+
 
 @dataclass(frozen=True)
 class Sent:
@@ -127,9 +132,9 @@ class Deliverer:
                 return Sent(delivery_id=delivery.id, already_sent=False, status="unknown")
             # The provider drops the copy if the earlier try reached it.
             log.warning("resending %s after an interrupted try", outbound.idempotency_key)
-        await self._send(delivery, channel, sender, outbound)
+        status = await self._send(delivery, channel, sender, outbound)
         await self._record(delivery.id, contact, outbound, after_sent)
-        return Sent(delivery_id=delivery.id, already_sent=False)
+        return Sent(delivery_id=delivery.id, already_sent=False, status=status)
 
     async def _claim(
         self,
@@ -193,10 +198,17 @@ class Deliverer:
 
     async def _send(
         self, delivery: Delivery, channel: Channel, sender: ChannelSender, outbound: Outbound
-    ) -> None:
+    ) -> str:
+        """`sent`, or `unknown` when the provider's answer was lost and a retry could make
+        a copy; raises ``ApplicationError`` when the provider did not take it."""
         try:
             receipt = await heartbeating(sender.send(outbound))
         except ChannelError as exc:
+            if exc.maybe_delivered and not sender.honours_idempotency_key:
+                log.warning("%s: answer lost, not sent again: %s", outbound.idempotency_key, exc)
+                async with transaction(self._sessions) as session:
+                    await deliveries.mark_unknown(session, delivery.id, f"{UNKNOWN_LOST}: {exc}")
+                return "unknown"
             async with transaction(self._sessions) as session:
                 await deliveries.mark_not_sent(
                     session,
@@ -210,6 +222,7 @@ class Deliverer:
             ) from exc
         async with transaction(self._sessions) as session:
             await deliveries.mark_sent(session, delivery.id, receipt.response)
+        return "sent"
 
     async def _record(
         self,

@@ -268,7 +268,9 @@ class FollowUpRecord(Base):
     local: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # What went wrong for this record (unmatched recipients, failed sends), newest attempt.
     problems: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    # Post-action stages already run ("after_each_attempt:2", ...), so a retry skips them.
+    # Post-action stages already run ("after_each_attempt:2": true), and each action done
+    # ("after_each_attempt:2#0": its outputs), so a retry skips them and later templates
+    # still see what they answered.
     actions_done: Mapped[dict[str, Any]] = mapped_column(default=dict)
     ended_by: Mapped[str | None] = mapped_column(String(200))
     end_reason: Mapped[str | None] = mapped_column(Text)

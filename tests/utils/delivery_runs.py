@@ -127,7 +127,7 @@ class DiesAfterTheProviderTookIt(Deliverer):
 
     async def _send(
         self, delivery: Delivery, channel: Any, sender: ChannelSender, outbound: Outbound
-    ) -> None:
+    ) -> str:
         if DiesAfterTheProviderTookIt.deaths == 0:
             await sender.send(outbound)
             DiesAfterTheProviderTookIt.deaths += 1
@@ -136,7 +136,7 @@ class DiesAfterTheProviderTookIt(Deliverer):
                     update(Delivery).where(Delivery.id == delivery.id).values(leased_until=utcnow())
                 )
             raise RuntimeError("worker killed after the provider answered")
-        await super()._send(delivery, channel, sender, outbound)
+        return await super()._send(delivery, channel, sender, outbound)
 
 
 REPLACED = {

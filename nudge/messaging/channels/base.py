@@ -44,9 +44,18 @@ class ChannelError(Exception):
 
     retryable: bool = True
 
-    def __init__(self, message: str, *, response: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        response: dict[str, Any] | None = None,
+        maybe_delivered: bool = False,
+    ) -> None:
         super().__init__(message)
         self.response = response or {}
+        # The message had left when the answer was lost (a read timeout, a connection
+        # dropped after the body was sent): the provider may have taken it.
+        self.maybe_delivered = maybe_delivered
 
 
 class ProviderUnavailable(ChannelError):

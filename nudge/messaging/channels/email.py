@@ -63,6 +63,11 @@ class EmailChannel:
         mail = build_email(outbound, self._config)
         try:
             code, answer = await asyncio.to_thread(self._transmit, mail, address)
+        except _AnswerLost as lost:
+            server = f"SMTP server {self._config.host}:{self._config.port}"
+            raise ProviderUnavailable(
+                f"{server} did not answer the message: {lost.__cause__!r}", maybe_delivered=True
+            ) from lost
         except OSError as exc:  # smtplib's errors, timeouts and socket errors are all OSErrors
             raise self._channel_error(exc) from exc
         except EgressRefused as exc:
@@ -145,10 +150,20 @@ def _deliver(
     code, answer = smtp.rcpt(recipient)
     if code not in (250, 251):
         raise smtplib.SMTPRecipientsRefused({recipient: (code, answer)})
-    code, answer = smtp.data(mail.as_bytes(policy=policy.SMTP))
+    try:
+        code, answer = smtp.data(mail.as_bytes(policy=policy.SMTP))
+    except smtplib.SMTPResponseException:
+        raise  # an answer: the message was refused
+    except OSError as exc:
+        # The message was (partly) transmitted and no answer came: it may be delivered.
+        raise _AnswerLost() from exc
     if code != 250:
         raise smtplib.SMTPDataError(code, answer)
     return code, answer.decode(errors="replace")
+
+
+class _AnswerLost(Exception):
+    """The server received the message data (or some of it) and its answer was lost."""
 
 
 def _close_quietly(smtp: smtplib.SMTP) -> None:

@@ -81,12 +81,21 @@ class SlackChannel:
         except EgressRefused as exc:
             raise ProviderRejected(str(exc)) from None
         except httpx.TimeoutException as exc:
-            raise ProviderUnavailable(f"Slack timed out after {timeout}s: {exc!r}") from exc
+            raise ProviderUnavailable(
+                f"Slack timed out after {timeout}s: {exc!r}", maybe_delivered=_was_sent(exc)
+            ) from exc
         except httpx.TransportError as exc:
-            raise ProviderUnavailable(f"Slack unreachable: {exc!r}") from exc
+            raise ProviderUnavailable(
+                f"Slack unreachable: {exc!r}", maybe_delivered=_was_sent(exc)
+            ) from exc
         finally:
             _redacting.reset(redacting)
         return receipt_or_raise(response, "Slack")
+
+
+def _was_sent(exc: httpx.TransportError) -> bool:
+    """Whether the request may have reached Slack: all but failures to connect."""
+    return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
 def build_payload(message: Message, config: SlackConfig) -> dict[str, Any]:
