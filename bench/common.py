@@ -48,9 +48,14 @@ class Stack:
 
 
 @contextmanager
-def dev_stack(root: Path, time_scale: float = 1) -> Iterator[Stack]:
-    """`nudge dev` on free ports and a fresh data dir, as `make dev` runs it."""
-    env = {"NUDGE_TIME_SCALE": str(time_scale)} if time_scale != 1 else {}
+def dev_stack(
+    root: Path, time_scale: float = 1, env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """`nudge dev` on free ports and a fresh data dir, as `make dev` runs it; ``env`` adds
+    settings (``NUDGE_*``) of its API and worker. Its output is under ``root / "logs"``."""
+    env = dict(env or {})
+    if time_scale != 1:
+        env["NUDGE_TIME_SCALE"] = str(time_scale)
     with running_dev(root / "data", root / "logs", env) as run:
         address = re.search(r"^\s*Temporal\s+(\d[\d.]*:\d+)", run.output(), re.MULTILINE)
         assert address, run.output()
