@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +29,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from nudge.metrics import count_relayed
 from nudge.models.db import transaction
 from nudge.models.tables import OutboxEntry, utcnow
 from nudge.store import outbox
@@ -49,9 +50,6 @@ KEEP_DONE = timedelta(days=7)
 WAIT_FOR_PREVIOUS_RUN = timedelta(minutes=10)
 # Refusals that no retry will change.
 PERMANENT = frozenset({RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.PERMISSION_DENIED})
-
-Observer = Callable[[str, Outcome], None]
-
 
 def start_options(
     task_queue: str,
@@ -84,15 +82,9 @@ def start_options(
 class Relay:
     """Relays outbox entries to Temporal and records what came of each."""
 
-    def __init__(
-        self,
-        client: Client,
-        sessions: async_sessionmaker[AsyncSession],
-        observe: Observer = lambda _by, _outcome: None,
-    ) -> None:
+    def __init__(self, client: Client, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._client = client
         self._sessions = sessions
-        self._observe = observe
 
     async def relay_written(self, entries: Sequence[OutboxEntry]) -> list[Outcome]:
         """Relay entries this process has just committed (and so holds the lease of)."""
@@ -130,7 +122,7 @@ class Relay:
                         session, entry.options["enrollment_id"], outcome.error or "not started"
                     )
         for outcome in outcomes:
-            self._observe(by, outcome)
+            count_relayed("relay" if by == "relay" else "inline", outcome.outcome or "failed")
         return outcomes
 
     async def _tell(self, entry: OutboxEntry) -> Outcome:

@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.models.tables import OutboxEntry, new_id, utcnow
+
+Done = Literal["delivered", "started", "no_run", "gave_up"]
 
 # How long the process that wrote an entry has to relay it before any relay may.
 LEASE = timedelta(seconds=30)
@@ -27,7 +29,7 @@ class Outcome:
     """What relaying one entry came to: done (with how), or to be tried again later."""
 
     entry_id: str
-    outcome: str | None = None  # delivered | started | no_run | gave_up; None: try again
+    outcome: Done | None = None  # None: try again later
     error: str | None = None
     retry_in: timedelta | None = None
 

@@ -20,6 +20,7 @@ from nudge.api.deps import ServiceDep, SessionDep, SettingsDep
 from nudge.api.rate_limits import RATE_LIMITED, limit_events
 from nudge.api.relay import RelayDep
 from nudge.errors import Conflict, InvalidInput
+from nudge.metrics import EventKind, count_event, count_redelivery
 from nudge.models.events import (
     AssignmentAccepted,
     AssignmentEvent,
@@ -86,14 +87,15 @@ async def message_event(
         return duplicate
     key = f"message:{event.message_id}"
     if not await add_event_message(session, principal.tenant_id, contact, event):
-        await _finish_earlier_try(session, relay, principal.tenant_id, key)
+        await _finish_earlier_try(session, relay, principal.tenant_id, key, "message")
         return duplicate
     staged = await _stage_message(session, settings, principal, contact, event, key)
     try:
         await session.commit()
     except IntegrityError:  # the same message_id, posted twice at once: the other one won
-        await _finish_earlier_try(session, relay, principal.tenant_id, key)
+        await _finish_earlier_try(session, relay, principal.tenant_id, key, "message")
         return duplicate
+    count_event("message", "accepted")
     await relay.relay_written(staged.entries)
     return MessageEventAccepted(
         status="accepted",
@@ -115,7 +117,7 @@ async def assignment_event(
     event_id = event.event_id or uuid.uuid4().hex
     key = f"assignment:{event_id}"
     if event.event_id is not None and await has_event(session, principal.tenant_id, key):
-        await _finish_earlier_try(session, relay, principal.tenant_id, key)
+        await _finish_earlier_try(session, relay, principal.tenant_id, key, "assignment")
         return AssignmentAccepted(status="duplicate", journeys_notified=[])
     entries, notified = [], []
     for enrollment, _journey in await active_enrollments_of_contact(
@@ -141,6 +143,7 @@ async def assignment_event(
         )
         notified.append(enrollment.journey_id)
     await session.commit()
+    count_event("assignment", "accepted")
     await relay.relay_written(entries)
     return AssignmentAccepted(journeys_notified=notified)
 
@@ -155,13 +158,15 @@ async def _contact(session: AsyncSession, tenant_id: str, external_id: str) -> C
 
 
 async def _finish_earlier_try(
-    session: AsyncSession, relay: Relay, tenant_id: str, event_key: str
+    session: AsyncSession, relay: Relay, tenant_id: str, event_key: str, kind: EventKind
 ) -> None:
     """A retry of an accepted event: relay now whatever the first try could not."""
     await session.rollback()
     pending = await pending_of_event(session, tenant_id, event_key)
     await session.close()
+    count_event(kind, "duplicate")
     if pending:
+        count_redelivery(kind)
         await relay.relay_ids(pending, by="retry")
 
 
