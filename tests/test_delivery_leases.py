@@ -207,9 +207,10 @@ async def test_an_email_whose_try_died_is_unknown_not_resent_until_an_operator_s
     await add_contact(api, tenant)
     await email_channel(api, tenant, smtp_sink)
     queued = await _notify(api, tenant, "mail")
-    await time_env.client.get_workflow_handle(queued["workflow_id"]).result()
+    outcome = await time_env.client.get_workflow_handle(queued["workflow_id"]).result()
 
     assert DiesAfterTheProviderTookIt.deaths == 1
+    assert outcome["status"] == "unknown"
     assert len(smtp_sink.messages) == 1  # SMTP would deliver a copy: none was sent
     [delivery] = await tenant_deliveries(sessions, tenant)
     assert (delivery.status, delivery.tries) == ("unknown", 2)
@@ -435,3 +436,27 @@ async def test_an_smtp_answer_lost_after_the_data_is_unknown_and_not_resent(
     assert handler.received == 1
     [delivery] = await tenant_deliveries(sessions, tenant)
     assert delivery.status == "unknown"
+
+
+async def test_a_delivery_that_kept_no_message_is_not_resent(
+    api: httpx.AsyncClient, tenant: TenantKeys, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await add_contact(api, tenant)
+    contact, _ = await _contact_and_channel_or_none(sessions, tenant)
+    async with transaction(sessions) as session:
+        # Claimed before deliveries kept their message (migration 0008).
+        delivery = await deliveries.add_delivery(
+            session,
+            tenant_id=tenant.id,
+            idempotency_key=f"{tenant.slug}:old",
+            contact_id=contact.id,
+            channel="mail",
+            lease=timedelta(0),
+        )
+    async with transaction(sessions) as session:
+        assert await deliveries.mark_unknown(session, delivery.id, "answer lost")
+    answer = await api.post(f"/v1/deliveries/{delivery.id}/resend", headers=tenant.headers())
+    assert answer.status_code == 409, answer.text
+    assert (
+        await api.post("/v1/deliveries/nope/resend", headers=tenant.headers())
+    ).status_code == 404

@@ -70,7 +70,10 @@ class NotificationActivities:
             after_sent=mark_notification_sent,
         )
         return DeliveryResult(
-            delivery_id=sent.delivery_id, channel=channel.slug, already_sent=sent.already_sent
+            delivery_id=sent.delivery_id,
+            channel=channel.slug,
+            already_sent=sent.already_sent,
+            status=sent.status,
         )
 
     @activity.defn(name="record_notification_failure")

@@ -31,6 +31,8 @@ class DeliveryResult(BaseModel):
     delivery_id: str
     channel: str
     already_sent: bool = False
+    # `unknown`: an earlier try may have reached a provider that keeps copies; not resent.
+    status: str = "sent"
 
 
 class NotificationFailureInput(BaseModel):

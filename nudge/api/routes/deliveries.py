@@ -56,6 +56,8 @@ async def resend(
         raise NotFound("delivery", delivery_id)
     if delivery.status != "unknown":
         raise Conflict(f"delivery {delivery_id} is {delivery.status}: only unknown ones are resent")
+    if delivery.outbound is None:
+        raise Conflict(f"delivery {delivery_id} was claimed before messages were kept with it")
     contact = await external_id_of(session, delivery.contact_id)
     workflow_id = await start_resend(temporal, settings, principal.tenant_slug, delivery, contact)
     return ResendAccepted(delivery_id=delivery.id, workflow_id=workflow_id)
