@@ -21,13 +21,19 @@ from nudge.models.payloads import (
     EndRecordInput,
     RecordInput,
 )
-from nudge.models.signals import PRESS_BUTTON, STOP_RECORD
+from nudge.models.signals import PRESS_BUTTON, RESOLVE_RECORD, STOP_RECORD
 from nudge.models.tables import FollowUpRecord
 from nudge.naming import FOLLOWUP_RECORD_WORKFLOW, record_workflow_id
 from nudge.security import ActionTokens, SecretBox
 from nudge.settings import Settings
 from tests.conftest import TenantKeys
-from tests.utils.delivery_runs import TICKET, add_contact, create_followup, webhook_channel
+from tests.utils.delivery_runs import (
+    TICKET,
+    add_contact,
+    create_followup,
+    current_details,
+    webhook_channel,
+)
 from tests.utils.egress import LOOPBACK, loopback_http
 from tests.utils.histories import scheduled
 from tests.utils.receivers import WebhookReceiver
@@ -46,6 +52,7 @@ async def _second_generation(
     itsm: WebhookReceiver,
     hook: WebhookReceiver,
     sessions: async_sessionmaker[AsyncSession],
+    generation: int = 2,
 ) -> tuple[dict[str, Any], FollowUpRecord]:
     """An inactive follow-up (no poller) and its record INC0012, followed a second time."""
     await add_contact(api, tenant)
@@ -58,7 +65,7 @@ async def _second_generation(
             reconciliation_id="INC0012",
             state="following",
             version=1,
-            generation=2,
+            generation=generation,
             workflow_started=True,
             data=TICKET,
         )
@@ -80,6 +87,86 @@ def _activities(
         ActionTokens(settings.secret_key_value()),
         public_url=settings.public_url,
     )
+
+
+async def _start_run(
+    client: Any, settings: Settings, tenant: TenantKeys, followup: dict[str, Any], record: Any
+) -> Any:
+    return await client.start_workflow(
+        FOLLOWUP_RECORD_WORKFLOW,
+        RecordInput(
+            tenant_id=tenant.id,
+            tenant=tenant.slug,
+            followup_id=followup["id"],
+            record_id=record.id,
+            reconciliation_id="INC0012",
+            version=1,
+            generation=record.generation,
+        ),
+        id=record_workflow_id(tenant.slug, followup["id"], "INC0012"),
+        task_queue=settings.task_queue,
+    )
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_stop_the_database_holds_ends_the_run_without_its_signal(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    time_env: WorkflowEnvironment,
+) -> None:
+    followup, record = await _second_generation(
+        api, tenant, itsm, webhook_receiver, sessions, generation=1
+    )
+    run = await _start_run(time_env.client, settings, tenant, followup, record)
+    await received(webhook_receiver, 1)
+    async with transaction(sessions) as session:
+        stored = await session.get_one(FollowUpRecord, record.id)
+        stored.state, stored.ended_by, stored.end_reason = "stopped", "admin API key", "by phone"
+
+    assert await run.result() == "stopped"  # at attempt 2, which sent nothing
+    assert len(webhook_receiver.requests) == 1
+    assert await scheduled(run, "run_actions") == []  # no escalation for a stopped record
+    assert "Ended (stopped) by admin API key: by phone" in await current_details(run)
+
+
+@pytest.mark.usefixtures("worker")
+@pytest.mark.parametrize("resolve_signal", [True, False], ids=["resolved-signal", "no-signal"])
+async def test_a_record_back_while_its_old_run_is_open_is_followed_by_that_run_anew(
+    resolve_signal: bool,
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    time_env: WorkflowEnvironment,
+) -> None:
+    followup, record = await _second_generation(
+        api, tenant, itsm, webhook_receiver, sessions, generation=1
+    )
+    run = await _start_run(time_env.client, settings, tenant, followup, record)
+    await received(webhook_receiver, 1)
+    # A poll resolved it and the next found it again: generation 2, whose start found
+    # this run still open (same workflow id), so no other run follows it.
+    async with transaction(sessions) as session:
+        stored = await session.get_one(FollowUpRecord, record.id)
+        stored.generation, stored.attempts_made = 2, 0
+    if resolve_signal:  # the resolve of generation 1, arriving only now
+        await run.signal(RESOLVE_RECORD.name, Ending(by="poll", reason="no longer returned"))
+
+    assert await run.result() == "completed"  # the run of generation 2, after 3 attempts
+    keys = [r.headers["idempotency-key"] for r in webhook_receiver.requests]
+    workflow_id = run.id
+    assert keys[0].startswith(f"{workflow_id}:1:")
+    assert [k.split(":")[-3] for k in keys[1:]] == ["1", "2", "3"]
+    assert all(k.startswith(f"{workflow_id}#2:") for k in keys[1:]), keys
+    async with sessions() as session:
+        stored = await session.get_one(FollowUpRecord, record.id)
+    assert (stored.state, stored.generation, stored.ended_by) == ("completed", 2, "schedule")
 
 
 @pytest.mark.usefixtures("worker")

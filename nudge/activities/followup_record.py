@@ -24,7 +24,9 @@ from nudge.models.payloads import (
     ActionsInput,
     AttemptInput,
     AttemptResult,
+    Ending,
     EndRecordInput,
+    RecordEnded,
     RecordInput,
     RecordPlan,
 )
@@ -84,8 +86,9 @@ class FollowUpRecordActivities:
         """Resolve recipients, render and send to each (effectively once), then after-each."""
         async with self._sessions() as session:
             record = await session.get_one(FollowUpRecord, request.record_id)
-            if not _followed_by(record, request.generation):
-                return AttemptResult(sent=0, stopped=True)
+            not_followed = _not_followed(record, request.generation, sent=0)
+            if not_followed is not None:
+                return not_followed
             followup = await session.get_one(FollowUp, record.followup_id)
             tenant = await session.get_one(Tenant, record.tenant_id)
             definition = await definition_at(session, record.followup_id, record.version)
@@ -121,10 +124,10 @@ class FollowUpRecordActivities:
             # A worker killed mid-attempt is noticed within the heartbeat timeout, not the
             # attempt's start-to-close timeout.
             activity.heartbeat()
-            if await self._stopped(record.id, request.generation):
-                return AttemptResult(
-                    sent=sent, unmatched=recipients.unmatched, stopped=True, unknown=len(unknown)
-                )
+            not_followed = await self._not_followed(record.id, request.generation, sent)
+            if not_followed is not None:
+                not_followed.unmatched, not_followed.unknown = recipients.unmatched, len(unknown)
+                return not_followed
             channel = channels.get(contact.id)
             if channel is None:
                 failures[contact.external_id] = "no channel: the contact has not written on any"
@@ -184,10 +187,12 @@ class FollowUpRecordActivities:
                 found[contact.id] = channel
         return found
 
-    async def _stopped(self, record_id: str, generation: int | None) -> bool:
+    async def _not_followed(
+        self, record_id: str, generation: int | None, sent: int
+    ) -> AttemptResult | None:
         async with self._sessions() as session:
             record = await session.get_one(FollowUpRecord, record_id)
-            return not _followed_by(record, generation)
+            return _not_followed(record, generation, sent)
 
     async def _send(
         self,
@@ -380,24 +385,35 @@ class FollowUpRecordActivities:
             await set_global_attributes(session, record.tenant_id, outputs["global"])
 
     @activity.defn(name="end_record")
-    async def end_record(self, request: EndRecordInput) -> None:
+    async def end_record(self, request: EndRecordInput) -> RecordEnded | None:
         """Record who or what ended this run, and why; only its own generation's row."""
         async with transaction(self._sessions) as session:
             record = await session.get_one(FollowUpRecord, request.record_id)
             if request.generation is not None and record.generation != request.generation:
-                return  # the record came back meanwhile: the new generation is not ended
+                # The record came back meanwhile: the new generation is not ended, and if it
+                # is followed, its start found this run open, so this run goes on for it.
+                if record.state == "following" and record.generation > request.generation:
+                    return RecordEnded(generation=record.generation, version=record.version)
+                return RecordEnded()
             if record.state == "following":
                 record.state = request.state
                 record.ended_by, record.end_reason = request.stop.by, request.stop.reason
                 record.ended_at = utcnow()
             record.next_attempt_at = None
+        return RecordEnded()
 
 
-def _followed_by(record: FollowUpRecord, generation: int | None) -> bool:
-    """True while the record is followed, and by the run of this generation."""
+def _not_followed(
+    record: FollowUpRecord, generation: int | None, sent: int
+) -> AttemptResult | None:
+    """None while the record is followed by the run of this generation; otherwise the
+    attempt's result: stopped, saying why (the database holds the end its signal brings)."""
     if generation is not None and record.generation != generation:
-        return False
-    return record.state == "following"
+        return AttemptResult(sent=sent, stopped=True, superseded=True)
+    if record.state == "following":
+        return None
+    ended = Ending(by=record.ended_by or "unknown", reason=record.end_reason or record.state)
+    return AttemptResult(sent=sent, stopped=True, state=record.state, ended=ended)
 
 
 def _action_key(stage: str, index: int) -> str:

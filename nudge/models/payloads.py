@@ -123,6 +123,11 @@ class AttemptResult(BaseModel):
     # Sends whose earlier try's outcome is unknown, on channels that cannot drop a copy:
     # recorded `unknown` and not sent again.
     unknown: int = 0
+    # With ``stopped``: how the database says the record ended (its signal may never come),
+    # or that the record is followed by a newer generation than this run's.
+    state: str | None = None
+    ended: Ending | None = None
+    superseded: bool = False
 
 
 class ButtonPress(BaseModel):
@@ -147,6 +152,14 @@ class EndRecordInput(BaseModel):
     stop: Ending
     # Only a record row of this generation is ended (None: any, for older runs).
     generation: int | None = None
+
+
+class RecordEnded(BaseModel):
+    """What ``end_record`` found: a newer generation still to follow, when the record came
+    back while this run was open (its start found this run, so this run goes on for it)."""
+
+    generation: int | None = None
+    version: int | None = None
 
 
 class ResendInput(BaseModel):

@@ -31,6 +31,10 @@ from nudge.workflows.timers import wait_until
 with workflow.unsafe.imports_passed_through():
     from nudge.activities.followup_record import FollowUpRecordActivities
 
+# Patches: runs started before them replay as they ran.
+STORED_END = "record-ends-on-stored-end"
+FOLLOW_NEWER = "record-continues-as-newer-generation"
+
 
 @workflow.defn(name=FOLLOWUP_RECORD_WORKFLOW)
 class FollowUpRecordWorkflow:
@@ -61,6 +65,8 @@ class FollowUpRecordWorkflow:
             next_at = None if last else workflow.now() + interval
             workflow.set_current_details(f"Attempt {attempt} of {plan.attempts}")
             result = await self._attempt(request, attempt, plan.attempts, next_at)
+            if result is not None and result.stopped and self._ended is None:
+                self._stored_end(result)
             unknown = _unknown_note(result.unknown if result else 0)
             self._unknown += result.unknown if result else 0
             if unknown:
@@ -84,7 +90,7 @@ class FollowUpRecordWorkflow:
             "completed",
             Ending(by="schedule", reason=f"all {plan.attempts} attempts made"),
         )
-        await workflow.execute_activity_method(
+        ended = await workflow.execute_activity_method(
             FollowUpRecordActivities.end_record,
             EndRecordInput(
                 tenant_id=request.tenant_id,
@@ -101,6 +107,17 @@ class FollowUpRecordWorkflow:
         workflow.set_current_details(
             f"Ended ({state}) by {stop.by}: {stop.reason}" + (f"; {unknown}" if unknown else "")
         )
+        if ended is not None and ended.generation is not None and workflow.patched(FOLLOW_NEWER):
+            # The record came back while this run was open, so its new start found this run:
+            # this run goes on as the new generation's (its own keys, its own signals).
+            workflow.continue_as_new(
+                request.model_copy(
+                    update={
+                        "generation": ended.generation,
+                        "version": ended.version or request.version,
+                    }
+                )
+            )
         return state
 
     @workflow.signal(name=RESOLVE_RECORD.name)
@@ -135,6 +152,16 @@ class FollowUpRecordWorkflow:
     def _end(self, state: str, stop: Ending) -> None:
         if self._ended is None:
             self._ended = (state, stop)
+
+    def _stored_end(self, result: AttemptResult) -> None:
+        """The attempt found the record ended in the database (a stop whose signal has not
+        arrived, or may never), or followed by a newer generation: so the run ends too."""
+        if not workflow.patched(STORED_END):
+            return
+        if result.superseded:
+            self._end("superseded", Ending(by="poll", reason="the record was followed again"))
+        elif result.state is not None and result.ended is not None:
+            self._end(result.state, result.ended)
 
     def _mine(self, generation: int | None) -> bool:
         """False for a signal meant for another generation (None: sent without one)."""
