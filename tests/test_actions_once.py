@@ -5,13 +5,16 @@ same on each retry of that one action."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from urllib.parse import urlparse
 
 import httpx
 import pytest
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from nudge.integrations.calls import call_integration
+from nudge.models.integrations import Integration
 from tests.conftest import TenantKeys
 from tests.utils.delivery_runs import (
     TICKET,
@@ -21,6 +24,7 @@ from tests.utils.delivery_runs import (
     result_of,
     webhook_channel,
 )
+from tests.utils.egress import loopback_http
 from tests.utils.receivers import WebhookReceiver
 from tests.utils.waiting import received
 
@@ -136,3 +140,22 @@ async def test_button_actions_run_once_each(
     written = _calls(notes, "/notes")
     assert [r.json for r in written] == [{"approval": "A-1", "step": "2"}] * 2
     assert {r.headers["idempotency-key"] for r in written} == {f"{run.id}#1:button:approve:2"}
+
+
+async def test_every_integration_call_carries_a_key_stable_across_retries(
+    itsm: WebhookReceiver,
+) -> None:
+    tickets = Integration(name="tickets", url=itsm.base_url + "/api/tickets")
+    own = Integration(
+        name="own", url=itsm.base_url + "/api/tickets", headers={"idempotency-key": "theirs"}
+    )
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id="followup/acme/f1", activity_id="7")
+    async with loopback_http() as http:
+        for attempt in (1, 2):  # a retry of the activity: the same activity id
+            env.info = dataclasses.replace(env.info, attempt=attempt)
+            await env.run(call_integration, http, tickets, {}, secrets={})
+        await env.run(call_integration, http, tickets, {}, secrets={}, idempotency_key="given")
+        await env.run(call_integration, http, own, {}, secrets={}, idempotency_key="given")
+    keys = [r.headers.get("idempotency-key") for r in itsm.requests]
+    assert keys == ["followup/acme/f1:7:tickets"] * 2 + ["given", "theirs"]

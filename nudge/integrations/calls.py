@@ -158,7 +158,9 @@ async def call_integration(
 
     ``idempotency_key`` goes out as the ``Idempotency-Key`` header (unless the integration
     sets that header itself): the caller gives the same key to every retry of one call, so
-    a system that honours it does what a retried "approve" asks only once.
+    a system that honours it does what a retried "approve" asks only once. Without one, a
+    call made in an activity sends ``{workflow id}:{activity id}:{integration}``, the same
+    on every retry of that activity.
 
     Templates see ``context`` plus ``secrets``. A secret in ``allowed_hosts`` (name → the
     only hosts it may go to; by default those ``SecretValues`` carry) is sent to no other
@@ -219,6 +221,8 @@ async def call_integration(
     url = url.copy_merge_params(query) if query else url
     where = _clip(_where(url), secrets)
     headers = {"Accept": "application/json"}
+    if idempotency_key is None:
+        idempotency_key = _activity_key(integration)
     if idempotency_key is not None and not any(
         key.lower() == "idempotency-key" for key in integration.headers
     ):
@@ -284,6 +288,14 @@ async def heartbeating(call: Awaitable[T]) -> T:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _activity_key(integration: Integration) -> str | None:
+    """A key stable across the retries of the calling activity, or None outside one."""
+    if not activity.in_activity():
+        return None
+    info = activity.info()
+    return f"{info.workflow_id}:{info.activity_id}:{integration.name}"
 
 
 def _sources(integration: Integration) -> list[str]:
