@@ -44,6 +44,7 @@ from tests.utils.delivery_runs import (
     worker_with,
 )
 from tests.utils.egress import LOOPBACK, loopback_http
+from tests.utils.histories import keep_history
 from tests.utils.receivers import Reply, SmtpSink, WebhookReceiver, free_port
 from tests.utils.waiting import received
 
@@ -284,6 +285,7 @@ async def test_an_unknown_reminder_is_not_resent_and_the_run_says_so(
     assert delivery.status == "unknown"
     details = await current_details(run)
     assert details.endswith("1 send unknown (not resent)"), details
+    await keep_history(run, "followup-record-send-unknown")
     async with sessions() as session:
         record = (
             await session.execute(

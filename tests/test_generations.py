@@ -35,7 +35,7 @@ from tests.utils.delivery_runs import (
     webhook_channel,
 )
 from tests.utils.egress import LOOPBACK, loopback_http
-from tests.utils.histories import scheduled
+from tests.utils.histories import keep_history, scheduled
 from tests.utils.receivers import WebhookReceiver
 from tests.utils.waiting import received
 
@@ -131,6 +131,7 @@ async def test_a_stop_the_database_holds_ends_the_run_without_its_signal(
     assert len(webhook_receiver.requests) == 1
     assert await scheduled(run, "run_actions") == []  # no escalation for a stopped record
     assert "Ended (stopped) by admin API key: by phone" in await current_details(run)
+    await keep_history(run, "followup-record-stored-stop")
 
 
 @pytest.mark.usefixtures("worker")
@@ -167,6 +168,8 @@ async def test_a_record_back_while_its_old_run_is_open_is_followed_by_that_run_a
     async with sessions() as session:
         stored = await session.get_one(FollowUpRecord, record.id)
     assert (stored.state, stored.generation, stored.ended_by) == ("completed", 2, "schedule")
+    if resolve_signal:
+        await keep_history(run, "followup-record-came-back")  # the run that went on as gen 2
 
 
 @pytest.mark.usefixtures("worker")
