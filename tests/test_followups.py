@@ -324,11 +324,17 @@ async def test_a_deactivation_while_temporal_is_down_stops_the_runs_once_it_is_b
         f"/v1/followups/{followup['id']}/deactivate", headers=tenant.headers()
     )
     assert answer.json()["status"] == "inactive"
-    assert await pending(sessions, tenant) == 1  # the poller's stop, kept for when Temporal is back
+    # The database holds the stop at once (each attempt checks it before it sends) ...
+    stopped = await first_record(api, tenant, followup["id"])
+    assert (stopped["state"], stopped["end_reason"]) == ("stopped", "follow-up deactivated")
+    # ... and the poller's and the record run's stops wait for Temporal in the outbox.
+    assert await pending(sessions, tenant) == 2
     await relay_all(time_env.client, sessions, tenant)
     assert "stopped by admin API key" in await handle.result()
-    stopped = await record(api, tenant, followup["id"], state="stopped")
-    assert stopped["end_reason"] == "follow-up deactivated"
+    record_run = time_env.client.get_workflow_handle(
+        f"followup/{tenant.slug}/{followup['id']}/record/{stopped['reconciliation_id']}"
+    )
+    assert await record_run.result() == "stopped"
 
 
 async def test_a_reply_ends_the_follow_up_when_the_definition_says_so(

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
 from nudge.models.payloads import Ending, PollerInput, RecordInput
-from nudge.models.signals import POLL_NOW, REPLY_TO_RECORD, STOP_POLLER, Signal
+from nudge.models.signals import POLL_NOW, REPLY_TO_RECORD, STOP_POLLER, STOP_RECORD, Signal
 from nudge.models.tables import FollowUp, FollowUpRecord, OutboxEntry
 from nudge.naming import (
     FOLLOWUP_POLLER_WORKFLOW,
@@ -31,6 +31,7 @@ from nudge.runs.outbox import Relay, start_options
 from nudge.runs.signals import FAN_OUT_CONCURRENCY, signal_run, signal_runs
 from nudge.settings import Settings
 from nudge.store import outbox
+from nudge.store.records import stop_following
 from nudge.store.tenants import Principal
 
 P = TypeVar("P")
@@ -105,7 +106,7 @@ async def start_records(
     await asyncio.gather(*(start(r) for r in records))
 
 
-def stage_status(
+async def stage_status(
     session: AsyncSession,
     settings: Settings,
     tenant_slug: str,
@@ -114,13 +115,21 @@ def stage_status(
     by: str,
 ) -> list[OutboxEntry]:
     """Start or stop the poller to match the follow-up's status once ``session`` commits;
-    ``was`` is the status before the change, ``by`` who made it."""
+    ``was`` is the status before the change, ``by`` who made it.
+
+    A stop ends every record still followed in the same transaction, so the database holds
+    it at once (each attempt checks it before it sends), and signals each record's run.
+    """
     if followup.status == "active" and was != "active":
         return [_stage_poller_start(session, settings, tenant_slug, followup)]
     if followup.status != "active" and was == "active":
         reason = "follow-up deleted" if followup.status == "deleted" else "follow-up deactivated"
         stop = Ending(by=by, reason=reason)
-        return [_stage_poller_signal(session, tenant_slug, followup, STOP_POLLER.name, stop)]
+        records = await stop_following(session, followup.tenant_id, followup.id, stop)
+        return [
+            _stage_poller_signal(session, tenant_slug, followup, STOP_POLLER.name, stop),
+            *(stage_record_signal(session, tenant_slug, r, STOP_RECORD, stop) for r in records),
+        ]
     return []
 
 

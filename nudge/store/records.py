@@ -62,3 +62,21 @@ def end_record(record: FollowUpRecord, state: str, ending: Ending) -> None:
     each send, so nothing more leaves once the caller commits)."""
     record.state, record.ended_by, record.end_reason = state, ending.by, ending.reason
     record.ended_at, record.next_attempt_at = utcnow(), None
+
+
+async def stop_following(
+    session: AsyncSession, tenant_id: str, followup_id: str, ending: Ending
+) -> list[FollowUpRecord]:
+    """End every record of the follow-up still followed as `stopped` (its follow-up was
+    deactivated or deleted); the records."""
+    rows = await session.execute(
+        select(FollowUpRecord).where(
+            FollowUpRecord.tenant_id == tenant_id,
+            FollowUpRecord.followup_id == followup_id,
+            FollowUpRecord.state == "following",
+        )
+    )
+    records = list(rows.scalars())
+    for record in records:
+        end_record(record, "stopped", ending)
+    return records

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -62,8 +63,25 @@ def eventually_blocking(
     interval: float = INTERVAL,
     message: str | None = None,
 ) -> T:
-    """`eventually` for synchronous tests (the e2e ones, against real processes)."""
-    return asyncio.run(eventually(check, timeout=timeout, interval=interval, message=message))
+    """`eventually` for synchronous code (the e2e tests, the benchmarks' stack start), also
+    when an event loop runs in this thread (it blocks it: the check is synchronous)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        failure: AssertionError | None = None
+        answer: Any = None
+        try:
+            answer = check()
+        except AssertionError as exc:
+            failure = exc
+        else:
+            if answer:
+                return answer
+        if time.monotonic() >= deadline:
+            what = message or getattr(check, "__name__", "the check")
+            if failure is not None:
+                raise AssertionError(f"{what} (after {timeout:g} s): {failure}") from failure
+            raise AssertionError(f"{what} (after {timeout:g} s; last answer {answer!r})")
+        time.sleep(interval)
 
 
 async def received(

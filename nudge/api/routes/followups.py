@@ -64,7 +64,7 @@ async def create(
     """Create a follow-up; when `active`, its poller starts at once."""
     followup = await create_followup(session, principal.tenant_id, body)
     answer = await public(session, followup)
-    entries = stage_status(
+    entries = await stage_status(
         session, settings, principal.tenant_slug, followup, "inactive", _who(principal)
     )
     await session.commit()
@@ -143,7 +143,7 @@ async def import_(
     entries = [
         entry
         for followup in created
-        for entry in stage_status(
+        for entry in await stage_status(
             session, settings, principal.tenant_slug, followup, "inactive", _who(principal)
         )
     ]
@@ -177,7 +177,9 @@ async def update(
     was = followup.status
     await save_new_version(session, followup, body)
     answer = await public(session, followup)
-    entries = stage_status(session, settings, principal.tenant_slug, followup, was, _who(principal))
+    entries = await stage_status(
+        session, settings, principal.tenant_slug, followup, was, _who(principal)
+    )
     if was == "active" and followup.status == "active":
         entries.append(stage_poll_now(session, principal.tenant_slug, followup))
     await session.commit()
@@ -196,7 +198,9 @@ async def delete(
     """Delete a follow-up: its poller and every record run stop."""
     followup = await get_followup(session, principal.tenant_id, followup_id)
     was = set_status(followup, "deleted")
-    entries = stage_status(session, settings, principal.tenant_slug, followup, was, _who(principal))
+    entries = await stage_status(
+        session, settings, principal.tenant_slug, followup, was, _who(principal)
+    )
     await session.commit()
     await relay.relay_written(entries)
 
@@ -212,7 +216,9 @@ async def _set_status(
     followup = await get_followup(session, principal.tenant_id, followup_id)
     was = set_status(followup, new)
     answer = await public(session, followup)
-    entries = stage_status(session, settings, principal.tenant_slug, followup, was, _who(principal))
+    entries = await stage_status(
+        session, settings, principal.tenant_slug, followup, was, _who(principal)
+    )
     await session.commit()
     await relay.relay_written(entries)
     return answer
@@ -275,7 +281,7 @@ async def copy(
     definition = definition.model_copy(update={"name": body.name, "status": source.status})
     followup = await create_followup(session, principal.tenant_id, definition)
     answer = await public(session, followup)
-    entries = stage_status(
+    entries = await stage_status(
         session, settings, principal.tenant_slug, followup, "inactive", _who(principal)
     )
     await session.commit()
