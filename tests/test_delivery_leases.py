@@ -46,7 +46,7 @@ from tests.utils.delivery_runs import (
 from tests.utils.egress import LOOPBACK, loopback_http
 from tests.utils.histories import keep_history
 from tests.utils.receivers import Reply, SmtpSink, WebhookReceiver, free_port
-from tests.utils.waiting import received
+from tests.utils.waiting import eventually, received
 
 
 @pytest.fixture
@@ -134,6 +134,47 @@ async def test_two_tries_at_once_make_one_provider_call(
     assert len(webhook_receiver.requests) == 1
     [delivery] = await tenant_deliveries(sessions, tenant)
     assert (delivery.status, delivery.tries, delivery.leased_until) == ("sent", 1, None)
+
+
+async def test_a_try_renews_its_lease_while_a_slow_provider_answers(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    sessions: async_sessionmaker[AsyncSession],
+    box: SecretBox,
+) -> None:
+    await add_contact(api, tenant)
+    await webhook_channel(api, tenant, webhook_receiver)
+    webhook_receiver.respond_with(Reply(delay_seconds=2))  # far beyond the lease
+    contact, channel = await _contact_and_channel(sessions, tenant, "ops")
+    outbound = _outbound(tenant, "ops", f"{tenant.slug}:renewed")
+    async with loopback_http() as http:
+        lease = timedelta(milliseconds=300)
+        deliverer = Deliverer(
+            sessions, box, http, LOOPBACK, lease=lease, lease_renewal=timedelta(milliseconds=50)
+        )
+
+        async def one_try() -> Sent:
+            return await deliverer.deliver(
+                tenant_id=tenant.id, contact=contact, channel=channel, outbound=outbound
+            )
+
+        first = asyncio.ensure_future(one_try())
+        await received(webhook_receiver, 1)
+        [claimed] = await tenant_deliveries(sessions, tenant)
+        assert claimed.leased_until is not None
+        first_lease_end = claimed.leased_until
+
+        async def renewed_past_the_first_lease() -> bool:
+            [now] = await tenant_deliveries(sessions, tenant)
+            return bool(now.leased_until and now.leased_until > first_lease_end + lease)
+
+        await eventually(renewed_past_the_first_lease, message="the try renews its lease")
+        with pytest.raises(ApplicationError) as refused:
+            await one_try()
+        assert (await first).status == "sent"
+    assert refused.value.type == "DeliveryInFlight"
+    assert len(webhook_receiver.requests) == 1
 
 
 async def test_a_late_failure_never_overwrites_sent(

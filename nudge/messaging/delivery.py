@@ -12,12 +12,13 @@ send `unknown` and sends nothing, until an operator resends it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy.exc import IntegrityError
@@ -38,11 +39,15 @@ from nudge.store.directory import channel_credentials
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 AfterSent = Callable[[AsyncSession, Delivery], Awaitable[None]]
 OnClaim = Callable[[AsyncSession], Awaitable[None]]
 
-# Beyond the provider's own timeout: time to record its answer before the lease lapses.
-LEASE_MARGIN = timedelta(seconds=30)
+# A try holds its lease this long and renews it while the provider is being waited on:
+# a live try keeps it however slow the provider, a dead one loses it within this time.
+LEASE = timedelta(seconds=30)
+LEASE_RENEWAL = timedelta(seconds=10)
 UNKNOWN_REASON = (
     "an earlier try may have reached the provider, which does not drop copies:"
     " not sent again (an operator can resend it)"
@@ -84,13 +89,15 @@ class Deliverer:
         box: SecretBox,
         http: httpx.AsyncClient,
         egress: EgressPolicy,
-        lease_margin: timedelta = LEASE_MARGIN,
+        lease: timedelta = LEASE,
+        lease_renewal: timedelta = LEASE_RENEWAL,
     ) -> None:
         self._sessions = sessions
         self._box = box
         self._egress = egress
         self._http = http
-        self._lease_margin = lease_margin
+        self._lease = lease
+        self._lease_renewal = lease_renewal
 
     async def deliver(
         self,
@@ -117,7 +124,7 @@ class Deliverer:
             contact,
             channel,
             outbound,
-            sender.longest_send + self._lease_margin,
+            self._lease,
             on_claim,
         )
         delivery = claim.delivery
@@ -202,7 +209,7 @@ class Deliverer:
         """`sent`, or `unknown` when the provider's answer was lost and a retry could make
         a copy; raises ``ApplicationError`` when the provider did not take it."""
         try:
-            receipt = await heartbeating(sender.send(outbound))
+            receipt = await heartbeating(self._holding_lease(delivery, sender.send(outbound)))
         except ChannelError as exc:
             if exc.maybe_delivered and not sender.honours_idempotency_key:
                 log.warning("%s: answer lost, not sent again: %s", outbound.idempotency_key, exc)
@@ -223,6 +230,26 @@ class Deliverer:
         async with transaction(self._sessions) as session:
             await deliveries.mark_sent(session, delivery.id, receipt.response)
         return "sent"
+
+    async def _holding_lease(self, delivery: Delivery, call: Awaitable[T]) -> T:
+        """``call``'s result; meanwhile the lease is renewed, so no other try sends."""
+        task = asyncio.ensure_future(call)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self._lease_renewal.total_seconds())
+                if done:
+                    return task.result()
+                try:
+                    async with transaction(self._sessions) as session:
+                        await deliveries.renew_lease(
+                            session, delivery.id, delivery.tries, self._lease
+                        )
+                except Exception:
+                    # The send goes on: cutting it off would not take back what it sent.
+                    log.warning("could not renew the lease of %s", delivery.id, exc_info=True)
+        finally:
+            if not task.done():
+                task.cancel()
 
     async def _record(
         self,

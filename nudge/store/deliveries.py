@@ -122,6 +122,20 @@ async def claim_again(session: AsyncSession, idempotency_key: str, lease: timede
     return Claim(existing, leased=True, previous_status=previous)
 
 
+async def renew_lease(
+    session: AsyncSession, delivery_id: str, tries: int, lease: timedelta
+) -> bool:
+    """The try still sending (the ``tries``-th) holds on to its lease while its provider
+    takes its time; False when it lost it."""
+    now = utcnow()
+    return await _update(
+        session,
+        and_(Delivery.id == delivery_id, Delivery.status == "sending", Delivery.tries == tries),
+        leased_until=now + lease,
+        updated_at=now,
+    )
+
+
 def _in_flight(delivery: Delivery) -> Claim:
     return Claim(
         delivery, leased=False, previous_status=delivery.status, lease_ends=delivery.leased_until

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Protocol
 
 import httpx
@@ -82,14 +81,10 @@ class ChannelSender(Protocol):
     ``honours_idempotency_key`` says whether the provider drops a second message with the
     same ``Outbound.idempotency_key``: only then is a try whose outcome is unknown sent
     again on its own; otherwise it is recorded ``unknown`` for an operator to resend.
-    ``longest_send`` bounds one call to the provider: a try holds its lease that long.
     """
 
     @property
     def honours_idempotency_key(self) -> bool: ...
-
-    @property
-    def longest_send(self) -> timedelta: ...
 
     async def send(self, outbound: Outbound) -> Receipt: ...
 

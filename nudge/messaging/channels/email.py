@@ -8,7 +8,6 @@ import html
 import smtplib
 import socket
 import ssl
-from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
@@ -47,12 +46,6 @@ class EmailChannel:
     def __init__(self, config: EmailConfig, egress: EgressPolicy) -> None:
         self._config = config
         self._egress = egress
-
-    @property
-    def longest_send(self) -> timedelta:
-        # The timeout applies to each step of the dialogue (connect, TLS, login, MAIL, RCPT,
-        # DATA, QUIT), not to the whole of it.
-        return timedelta(seconds=self._config.timeout_seconds * 7)
 
     async def send(self, outbound: Outbound) -> Receipt:
         address = outbound.recipient.email

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from nudge.messaging.channels.base import Outbound, Receipt
 from nudge.models.channels import LogConfig
@@ -18,7 +17,6 @@ class LogChannel:
     # A repeated line in a development log harms no one and carries the same key, so an
     # unknown outcome is simply logged again.
     honours_idempotency_key = True
-    longest_send = timedelta(seconds=5)
 
     def __init__(self, config: LogConfig | None = None) -> None:
         self._config = config or LogConfig()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from contextvars import ContextVar
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,10 +54,6 @@ class SlackChannel:
     def __init__(self, config: SlackConfig, http: httpx.AsyncClient) -> None:
         self._config = config
         self._http = http
-
-    @property
-    def longest_send(self) -> timedelta:
-        return timedelta(seconds=self._config.timeout_seconds)
 
     async def send(self, outbound: Outbound) -> Receipt:
         body = json.dumps(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import httpx
 
@@ -30,10 +29,6 @@ class WebhookChannel:
     def __init__(self, config: WebhookConfig, http: httpx.AsyncClient) -> None:
         self._config = config
         self._http = http
-
-    @property
-    def longest_send(self) -> timedelta:
-        return timedelta(seconds=self._config.timeout_seconds)
 
     async def send(self, outbound: Outbound) -> Receipt:
         body = encode_body(outbound)
