@@ -543,6 +543,34 @@ class Cluster:
             described[workflow_id] = {"status": str(info.status), "pending": pending}
         return described
 
+    async def signalled_ids(
+        self, workflow_ids: Iterable[str], signal: str, field_name: str, limit: int = 16
+    ) -> dict[str, list[str]]:
+        """For each run (all its runs, continue-as-new included), the ``field_name`` of every
+        ``signal`` its history holds, in order: how often an event reached its workflow."""
+        from temporalio.client import Client
+
+        client = await Client.connect(self.temporal_address)
+
+        async def one(workflow_id: str) -> tuple[str, list[str]]:
+            found: list[str] = []
+            try:
+                history = client.get_workflow_handle(workflow_id).fetch_history_events()
+                async for event in history:
+                    if not event.HasField("workflow_execution_signaled_event_attributes"):
+                        continue
+                    attributes = event.workflow_execution_signaled_event_attributes
+                    if attributes.signal_name != signal:
+                        continue
+                    for payload in attributes.input.payloads:
+                        with contextlib.suppress(ValueError, AttributeError):
+                            found.append(str(json.loads(payload.data).get(field_name)))
+            except Exception as exc:
+                found.append(f"history failed: {exc}")
+            return workflow_id, found
+
+        return dict(await gather_limited((one(w) for w in workflow_ids), limit))
+
 
 # --- receivers ---------------------------------------------------------------------------------
 
@@ -678,6 +706,26 @@ async def wait_for(check: Callable[[], bool], timeout: float, every: float = 0.5
         await asyncio.sleep(every)
 
 
+async def settle(
+    finished: Callable[[], bool], progress: Callable[[], Any], cap: float, stall: float
+) -> bool:
+    """Wait until ``finished``; give up after ``cap`` seconds, or sooner once ``progress()``
+    (a figure that moves while work is being done) has not changed for ``stall`` seconds."""
+    start = last_change = time.monotonic()
+    last = progress()
+    while time.monotonic() - start < cap:
+        if finished():
+            return True
+        now = progress()
+        if now != last:
+            last, last_change = now, time.monotonic()
+        elif time.monotonic() - last_change > stall:
+            say(f"no progress for {stall:.0f} s: giving up waiting")
+            return False
+        await asyncio.sleep(2)
+    return finished()
+
+
 # --- the report --------------------------------------------------------------------------------
 
 
@@ -771,6 +819,8 @@ def run_drill(
     """Start the cluster, run the drill's coroutine, print the report; the exit code."""
     stop_on_signals()
     report = Report(name, parameters)
+    # The machine is shared: how busy it was says how much a time figure means.
+    report.evidence["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
     try:
         with Cluster(name, options) as cluster:
             report.commit = cluster.commit
@@ -778,6 +828,7 @@ def run_drill(
                 asyncio.run(drill(cluster, report))
             finally:
                 report.evidence["processes_alive_at_end"] = cluster.apps_alive()
+                report.evidence["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     except DrillError as exc:
         say(f"drill could not run: {exc}")
         report.check("drill ran to the end", False, False, "True")

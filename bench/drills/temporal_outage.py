@@ -219,6 +219,22 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
         results[int(c[1:])].status or "never accepted" for c in lost_ids
     )  # what the API said to the events that were lost
 
+    # How often each event reached its run (Temporal's history), and whether it was stored.
+    signalled = await cluster.signalled_ids(
+        (f"journey/drill/{journey_id}/contact/{c}" for c in people), "message", "message_id"
+    )
+    reached = Counter(
+        len([m for m in ids if m == f"drill-event-{int(w.rsplit('/', 1)[-1][1:])}"])
+        for w, ids in signalled.items()
+    )
+    stored = cluster.count_by(
+        "SELECT 'stored', count(*) FROM messages WHERE external_message_id LIKE 'drill-event-%%'"
+    ).get("stored", 0)
+    for samples in evidence.values():
+        for sample in samples:
+            wid = f"journey/drill/{journey_id}/contact/{sample[0]}"
+            sample.append({"signals_in_history": signalled.get(wid)})
+
     report.figure("events", len(people))
     report.figure("setup_s", round(setup_s, 1))
     report.figure("outage_s", round(restored_at - cut_at, 1))
@@ -230,6 +246,8 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
     report.figure("retried_events", sum(1 for r in results if r.tries > 1))
     report.figure("max_tries", max((r.tries for r in results), default=0))
     report.figure("answers", dict(answers))
+    report.figure("events_in_contact_history", stored)
+    report.figure("runs_by_times_their_event_was_signalled", dict(sorted(reached.items())))
     report.figure("handled_once", counts["once"])
     report.figure("lost", counts["lost"])
     report.figure("lost_by_final_answer", dict(lost_by_answer))

@@ -35,6 +35,7 @@ from bench.drills.harness import (
     published_journey,
     run_drill,
     say,
+    settle,
     setup_call,
     wait_for,
     webhook_channel,
@@ -148,7 +149,14 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
             killing_s = time.time() - started
             say(f"kills stopped after {killing_s:.0f} s ({len(kills)} kills); settling")
             if not all_done:
-                all_done = await wait_for(finished, args.settle, every=2)
+
+                def progress() -> tuple[int, int]:
+                    return len(hook.sends()), cluster.query(
+                        "SELECT (SELECT count(*) FROM followup_records WHERE state <> 'following')"
+                        " + (SELECT count(*) FROM enrollments WHERE state <> 'active')"
+                    )[0][0]
+
+                all_done = await settle(finished, progress, args.settle, args.stall)
             ended_s = time.time() - started
 
     sends = hook.sends()
@@ -164,6 +172,29 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
         keys_of.setdefault(logical_id(r), set()).add(r.headers["idempotency-key"])
     under_several_keys = {m: sorted(k) for m, k in keys_of.items() if len(k) > 1}
     lost_keys = [k for k in statuses if _logical_of_key(k, journey_id) in set(lost)]
+    # A missing message whose run the database still shows in progress is late; one whose
+    # run has ended without it is lost for good.
+    open_runs = {
+        f"followup:{rid}:1:{APPROVER}"
+        for (rid,) in cluster.query(
+            "SELECT reconciliation_id FROM followup_records WHERE state = 'following'"
+        )
+    }
+    open_people = {
+        p
+        for (p,) in cluster.query(
+            "SELECT c.external_id FROM enrollments e JOIN contacts c ON c.id = e.contact_id"
+            " WHERE e.state = 'active'"
+        )
+    }
+    in_progress = [
+        m
+        for m in lost
+        if m in open_runs or (m.startswith("journey:") and m.split(":")[3] in open_people)
+    ]
+    ended_without = [m for m in lost if m not in set(in_progress)]
+    killing_end = started + killing_s
+    during = sum(1 for at, _ in sends if at <= killing_end)
 
     report.figure("expected_messages", len(expected))
     report.figure("requests_received", len(sends))
@@ -171,6 +202,16 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
     report.figure("lost", len(lost))
     report.figure("lost_followup", sum(1 for m in lost if m.startswith("followup:")))
     report.figure("lost_journey", sum(1 for m in lost if m.startswith("journey:")))
+    report.figure("missing_run_still_in_progress", len(in_progress))
+    report.figure("missing_run_ended_without_it", len(ended_without))
+    report.figure("sends_per_s_while_killing", round(during / max(killing_s, 1), 2))
+    report.figure(
+        "sends_per_s_after", round((len(sends) - during) / max(ended_s - killing_s, 1), 2)
+    )
+    report.figure(
+        "kill_interval_mean_s",
+        round((kills[-1] - kills[0]) / (len(kills) - 1), 1) if len(kills) > 1 else None,
+    )
     report.figure("lost_with_delivery_status", dict(Counter(statuses[k] for k in lost_keys)))
     report.figure("duplicate_keys", len(duplicate_keys))
     report.figure("duplicate_keys_recorded_unknown", len(unknown_dups))
@@ -198,15 +239,31 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
         {"message": m, **_state_of(cluster, m, journey_id)} for m in lost[:10]
     ]
     report.evidence["lost_runs_in_temporal"] = await cluster.describe_runs(
-        _workflow_id(m, created["id"]) for m in lost[:5]
+        _workflow_id(m, created["id"]) for m in in_progress[:4] + ended_without[:4]
     )
+    report.evidence["ended_without_sample"] = ended_without[:10]
+    tries = dict(cluster.query("SELECT idempotency_key, tries FROM deliveries"))
     report.evidence["unexcused_duplicate_sample"] = [
-        {"key": k, "requests": n, "status": statuses.get(k)}
+        {
+            "key": k,
+            "requests": n,
+            "status": statuses.get(k),
+            "tries": tries.get(k),
+            "arrivals_s": [round(at - started, 2) for at in keys[k]],
+            # Seconds from each arrival to the nearest kill of worker 0 (negative: before it).
+            "to_nearest_kill_s": [
+                round(min((kill - at for kill in kills), key=abs), 2) if kills else None
+                for at in keys[k]
+            ],
+        }
         for k, n in list(unexcused.items())[:10]
     ]
     report.evidence["under_several_keys_sample"] = dict(list(under_several_keys.items())[:5])
 
-    report.check("messages lost", len(lost), not lost, "0")
+    report.check("messages not received by the end", len(lost), not lost, "0")
+    report.check(
+        "messages whose run ended without them", len(ended_without), not ended_without, "0"
+    )
     report.check("duplicate keys not recorded unknown", len(unexcused), not unexcused, "0")
     report.check(
         "messages received under several keys", len(under_several_keys), not under_several_keys, "0"
@@ -263,7 +320,12 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=2, help="messages each journey sends")
     parser.add_argument("--every", type=float, default=3, help="seconds worker 0 polls per life")
     parser.add_argument("--kill-seconds", type=float, default=150, help="longest killing phase")
-    parser.add_argument("--settle", type=float, default=120, help="seconds allowed after kills")
+    parser.add_argument(
+        "--settle", type=float, default=240, help="longest wait after the kills stop"
+    )
+    parser.add_argument(
+        "--stall", type=float, default=60, help="stop waiting after this long without progress"
+    )
     parser.add_argument("--min-kills", type=int, default=5)
     common_arguments(parser)
     args = parser.parse_args()
