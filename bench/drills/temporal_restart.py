@@ -2,9 +2,10 @@
 journey waits; every run must resume and finish on time.
 
 Schedules are sped up (`NUDGE_TIME_SCALE`, 60 by default: a minute lasts a second). A
-follow-up polls every 10 minutes (10 s) and reminds each of N records 3 times, 10 minutes
-apart; M journey enrollments send a message, wait 30 minutes (30 s) and send another. In the
-middle of it the dev server is stopped (SIGTERM, or SIGKILL with `--hard`), kept down for
+follow-up polls every 10 minutes (10 s) and reminds each of N records 3 times, 30 minutes
+apart (`--notify-minutes`); M journey enrollments send a message, wait 60 minutes
+(`--wait-minutes`) and send another. Once every record has had its first attempt and every
+journey waits (plus `--restart-after` seconds), the dev server is stopped (SIGTERM, or SIGKILL with `--hard`), kept down for
 `--down` seconds and started again on the same database file, as `nudge dev` starts it.
 Just before the stop, the ITSM starts listing `--new-records` more tickets: a poll after the
 restart must find them.
@@ -34,6 +35,7 @@ from typing import Any
 from bench.drills.harness import (
     Cluster,
     ClusterOptions,
+    DrillError,
     Report,
     TimedReceiver,
     api_client,
@@ -52,9 +54,7 @@ from bench.drills.harness import (
 
 APPROVER = "approver"
 POLL_MINUTES = 10  # the smallest a definition takes
-NOTIFY_MINUTES = 10
 ATTEMPTS = 3
-WAIT_MINUTES = 30
 
 
 def tickets(count: int, prefix: str) -> list[dict[str, Any]]:
@@ -63,7 +63,7 @@ def tickets(count: int, prefix: str) -> list[dict[str, Any]]:
     ]
 
 
-def followup(itsm: TimedReceiver) -> dict[str, Any]:
+def followup(itsm: TimedReceiver, notify_minutes: int) -> dict[str, Any]:
     return {
         "name": "drill: schedules across a restart",
         "status": "active",
@@ -76,11 +76,11 @@ def followup(itsm: TimedReceiver) -> dict[str, Any]:
         "recipients": {"user": {"source": "approver", "match_on": "email"}},
         "message": {"kind": "text", "text": "Please approve {{ followup.data.number }}"},
         "channel": "hook",
-        "schedule": {"notify_minutes": NOTIFY_MINUTES, "attempts": ATTEMPTS},
+        "schedule": {"notify_minutes": notify_minutes, "attempts": ATTEMPTS},
     }
 
 
-def journey() -> dict[str, Any]:
+def journey(wait_minutes: int) -> dict[str, Any]:
     return {
         "name": "drill: a wait across a restart",
         "trigger": {"type": "api"},
@@ -91,7 +91,7 @@ def journey() -> dict[str, Any]:
                 "channel": "hook",
                 "message": {"kind": "text", "text": "before the wait"},
             },
-            {"id": "wait", "type": "wait", "minutes": WAIT_MINUTES},
+            {"id": "wait", "type": "wait", "minutes": wait_minutes},
             {
                 "id": "after",
                 "type": "send_message",
@@ -105,9 +105,9 @@ def journey() -> dict[str, Any]:
 
 async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> None:
     scale = args.scale
-    interval = NOTIFY_MINUTES * 60 / scale
+    interval = args.notify_minutes * 60 / scale
     poll_every = POLL_MINUTES * 60 / scale
-    wait_s = WAIT_MINUTES * 60 / scale
+    wait_s = args.wait_minutes * 60 / scale
     with TimedReceiver() as hook, TimedReceiver() as itsm:
         async with api_client(cluster) as api:
             await webhook_channel(api, "hook", hook)
@@ -118,16 +118,31 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
             )
             people = [f"w{i:04d}" for i in range(args.journeys)]
             await contacts(api, people)
-            journey_id = await published_journey(api, journey())
+            journey_id = await published_journey(api, journey(args.wait_minutes))
             first_batch = tickets(args.records, "OLD")
             itsm.serve_json("/tickets", {"result": first_batch})
 
             started = time.time()
-            await setup_call(api.post, "/v1/followups", json=followup(itsm))
+            created = (
+                await setup_call(
+                    api.post, "/v1/followups", json=followup(itsm, args.notify_minutes)
+                )
+            ).json()
             await enroll(api, journey_id, people)
-            say(f"runs started in {time.time() - started:.1f} s; restart at +{args.restart_at} s")
-            await asyncio.sleep(max(0.0, started + args.restart_at - time.time()))
+            say(f"runs started in {time.time() - started:.1f} s")
 
+            def in_flight() -> bool:
+                # Every first-batch record has had attempt 1 and every journey waits: the
+                # restart then falls on attempt timers, journey waits and the poll schedule.
+                got = {logical_id(r) for _, r in hook.sends()}
+                return all(
+                    f"followup:{t['number']}:1:{APPROVER}" in got for t in first_batch
+                ) and all(f"journey:{journey_id}:before:{p}" in got for p in people)
+
+            if not await wait_for(in_flight, args.setup_timeout):
+                raise DrillError("the runs did not all start their schedules in time")
+            await asyncio.sleep(args.restart_after)
+            restart_s = time.time() - started
             # The restart. New tickets appear as the server goes down.
             itsm.serve_json("/tickets", {"result": first_batch + tickets(args.new_records, "NEW")})
             added_at = stopped_at = time.time()
@@ -144,7 +159,7 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
             # The last run due: a new record's last attempt (polled up to an interval late).
             due = max(
                 added_at + poll_every + (ATTEMPTS - 1) * interval,
-                started + args.restart_at + wait_s,
+                stopped_at + wait_s,
             )
 
             def finished() -> bool:
@@ -218,6 +233,7 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
     def top(values: list[float]) -> float | None:
         return round(max(values), 1) if values else None
 
+    report.figure("restart_at_s", round(restart_s, 1))
     report.figure("outage_s", round(outage, 1))
     report.figure("bound_s", round(bound, 1))
     report.figure("records", total_records)
@@ -248,6 +264,13 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
     report.figure("all_done_by_due_plus_bound", all_done)
     report.figure("checked_after_due_s", round(done_at - due, 1))
     report.evidence["missing_attempts_sample"] = missing_attempts[:10]
+    report.evidence["poller_in_temporal"] = await cluster.describe_runs(
+        [f"followup/drill/{created['id']}"]
+    )
+    report.evidence["late_or_missing_runs_in_temporal"] = await cluster.describe_runs(
+        [f"followup/drill/{created['id']}/record/{m.split(':')[0]}" for m in missing_attempts[:3]]
+        + [f"journey/drill/{journey_id}/contact/{p}" for p in journey_missing[:3]]
+    )
     report.evidence["late_records_sample"] = dict(list(late_records.items())[:10])
     report.evidence["journeys_missing_sample"] = journey_missing[:10]
     report.evidence["poll_times_s"] = [round(p - started, 1) for p in polls]
@@ -285,7 +308,15 @@ def main() -> int:
     parser.add_argument("--new-records", type=int, default=50, help="records that appear at it")
     parser.add_argument("--journeys", type=int, default=200)
     parser.add_argument("--scale", type=float, default=60, help="NUDGE_TIME_SCALE")
-    parser.add_argument("--restart-at", type=float, default=15, help="seconds after the start")
+    parser.add_argument(
+        "--restart-after",
+        type=float,
+        default=3,
+        help="seconds after every run has started its schedule",
+    )
+    parser.add_argument("--notify-minutes", type=int, default=30, help="between attempts")
+    parser.add_argument("--wait-minutes", type=int, default=60, help="the journey's wait")
+    parser.add_argument("--setup-timeout", type=float, default=180)
     parser.add_argument("--down", type=float, default=10, help="seconds the server stays down")
     parser.add_argument("--grace", type=float, default=20, help="bound = outage + grace")
     parser.add_argument("--extra", type=float, default=60, help="look on this long when late")
