@@ -259,6 +259,7 @@ async def test_an_email_whose_try_died_is_unknown_not_resent_until_an_operator_s
     notification = (
         await api.get(f"/v1/notifications/{queued['id']}", headers=tenant.headers("service"))
     ).json()
+    assert notification["status"] == "unknown"
     assert "outcome unknown" in notification["error"]
 
     admin = tenant.headers()

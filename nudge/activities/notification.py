@@ -46,9 +46,9 @@ class NotificationActivities:
         async def mark_notification_sent(session: AsyncSession, delivery: Delivery) -> None:
             sent = await session.get_one(Notification, notification.id)
             if delivery.status == "unknown":
-                # Not `sent`: nobody knows. The notification's statuses have no `unknown`
-                # (yet), so it says failed and why; the delivery holds the truth.
-                sent.status, sent.delivery_id = "failed", delivery.id
+                # Not `sent`, not `failed`: nobody knows, and it is not sent again unless an
+                # operator resends the delivery (POST /v1/deliveries/{id}/resend).
+                sent.status, sent.delivery_id = "unknown", delivery.id
                 sent.error = f"outcome unknown (delivery {delivery.id}): {delivery.error}"
             else:
                 sent.status, sent.delivery_id, sent.error = "sent", delivery.id, None

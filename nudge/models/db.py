@@ -6,16 +6,20 @@ and the ``begin`` event emits BEGIN). So a transaction holds the database's one 
 from its first statement to its commit: its reads are part of it, a savepoint is part of it,
 and two transactions that read, then write, take turns instead of one of them failing with
 "database is locked" (SQLITE_BUSY on the upgrade to a writer, which ``busy_timeout`` does not
-wait out). The price: a process that keeps a transaction open while another of its sessions
-writes waits for itself. Sessions that only read use ``read_only(sessions)``; a request's
-sessions of their own come from ``SessionsBeside``, which ends the request session's reading
-first. PostgreSQL is left as it is.
+wait out). Within a process, write transactions queue for their turn (``WriteTurns``), so
+only one of them at a time polls SQLite's lock against other processes. The price: a process
+that keeps a transaction open while another of its sessions writes waits for itself (in the
+same task that is refused at once). Sessions that only read use ``read_only(sessions)``; a
+request's sessions of their own come from ``SessionsBeside``, which ends the request
+session's reading first. PostgreSQL is left as it is.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -29,6 +33,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.util import await_
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -37,6 +42,10 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 READ_ONLY = "nudge_read_only"
 _QUERY_ONLY = "nudge_query_only"  # in a connection's info: whether `query_only` is on
 _WROTE = "nudge_wrote"  # in a session's info: its transaction has written something
+_TURN = "nudge_write_turn"  # in a connection's info: the process's write turn it holds
+# How long a write transaction waits for the process's other ones before it gives up; the
+# wait for other processes' (SQLite's lock) is busy_timeout, on top of it.
+TURN_TIMEOUT_SECONDS = 60.0
 
 
 def _driver_url(url: str, *, asynchronous: bool) -> URL:
@@ -58,18 +67,98 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # In WAL mode NORMAL syncs at checkpoints, not at every commit (SQLite's advice for WAL):
+    # a commit survives a crash of the process, and only a power loss may undo the last few.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
-def _begin_sqlite(conn: Connection) -> None:
-    """Begin the transaction: immediately as a writer, or deferred as a reader that cannot
-    write (a write in it fails at once: "attempt to write a readonly database")."""
-    read_only = bool(conn.get_execution_options().get(READ_ONLY, False))
-    if conn.info.get(_QUERY_ONLY, False) != read_only:
-        conn.exec_driver_sql(f"PRAGMA query_only = {'ON' if read_only else 'OFF'}")
-        conn.info[_QUERY_ONLY] = read_only
-    conn.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+@dataclass
+class _Turn:
+    lock: asyncio.Lock
+    holder: asyncio.Task[Any] | None = None
+
+
+class WriteTurns:
+    """One SQLite file's write transactions of this process, one at a time, first come first
+    served. SQLite's lock serializes them anyway, but its waiters poll (busy_timeout, with
+    sleeps of up to 100 ms), so under load a writer can lose the race for 10 s on end and
+    fail with "database is locked" while later ones go ahead. Here they queue, and only the
+    head of the queue waits on SQLite's lock, for the writers of other processes. A task
+    that asks for a turn while it holds one would wait for itself: refused at once."""
+
+    def __init__(self) -> None:
+        self._turns: WeakKeyDictionary[asyncio.AbstractEventLoop, _Turn] = WeakKeyDictionary()
+
+    def take(self, info: dict[Any, Any]) -> None:
+        """Wait for this process's turn. Called in the `begin` event, which runs inside the
+        greenlet of an async call: it can await, as the driver's adapter does."""
+        loop = asyncio.get_running_loop()
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = _Turn(asyncio.Lock())
+        task = asyncio.current_task()
+        if task is not None and turn.holder is task:
+            raise RuntimeError(
+                "a write transaction began while this task holds another one open on the same"
+                " SQLite database: it would wait for itself; end the first one before"
+            )
+        try:
+            await_(asyncio.wait_for(turn.lock.acquire(), TURN_TIMEOUT_SECONDS))
+        except TimeoutError:
+            raise RuntimeError(
+                f"no write turn on the SQLite database within {TURN_TIMEOUT_SECONDS:.0f} s:"
+                " a transaction of this process keeps it (one left open while awaiting"
+                " something else?)"
+            ) from None
+        turn.holder = task
+        info[_TURN] = turn
+
+    def give_back(self, info: dict[Any, Any]) -> None:
+        turn = info.pop(_TURN, None)
+        if turn is not None:
+            turn.holder = None
+            turn.lock.release()
+
+
+def _sqlite_transactions(engine: AsyncEngine) -> None:
+    """SQLAlchemy's recipe with BEGIN IMMEDIATE (see the module's docstring), and write
+    transactions taking turns in the process (``WriteTurns``)."""
+    turns = WriteTurns()
+
+    def begin(conn: Connection) -> None:
+        # A reader begins deferred and cannot write (a write in it fails at once: "attempt
+        # to write a readonly database"); a writer begins immediately, in its turn.
+        read_only = bool(conn.get_execution_options().get(READ_ONLY, False))
+        if conn.info.get(_QUERY_ONLY, False) != read_only:
+            conn.exec_driver_sql(f"PRAGMA query_only = {'ON' if read_only else 'OFF'}")
+            conn.info[_QUERY_ONLY] = read_only
+        if read_only:
+            conn.exec_driver_sql("BEGIN DEFERRED")
+            return
+        turns.take(conn.info)
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            turns.give_back(conn.info)
+            raise
+
+    def ended(conn: Connection) -> None:
+        turns.give_back(conn.info)
+
+    def given_back(_dbapi_connection: Any, record: Any, *_: Any) -> None:
+        # A connection returned, collected or invalidated in the middle of its transaction.
+        if record is not None:
+            turns.give_back(record.info)
+
+    sync_engine = engine.sync_engine
+    event.listen(sync_engine, "connect", _tune_sqlite)
+    event.listen(sync_engine, "begin", begin)
+    event.listen(sync_engine, "commit", ended)
+    event.listen(sync_engine, "rollback", ended)
+    event.listen(sync_engine.pool, "checkin", given_back)
+    event.listen(sync_engine.pool, "invalidate", given_back)
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -79,8 +168,7 @@ def create_engine(url: str) -> AsyncEngine:
     driver_url = _driver_url(url, asynchronous=True)
     if driver_url.get_backend_name() == "sqlite":
         engine = create_async_engine(driver_url, hide_parameters=True)
-        event.listen(engine.sync_engine, "connect", _tune_sqlite)
-        event.listen(engine.sync_engine, "begin", _begin_sqlite)
+        _sqlite_transactions(engine)
         return engine
     return create_async_engine(
         driver_url, hide_parameters=True, pool_pre_ping=True, pool_size=10, max_overflow=20

@@ -13,7 +13,7 @@ from nudge.models.messages import MessageTemplate
 from nudge.models.template_context import NOTIFICATION_NAMES, unknown_names
 from nudge.models.validation import located_errors
 
-NotificationStatus = Literal["queued", "sent", "failed"]
+NotificationStatus = Literal["queued", "sent", "failed", "unknown"]
 
 
 class NotificationCreate(BaseModel):

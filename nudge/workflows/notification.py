@@ -55,7 +55,13 @@ class SendNotificationWorkflow:
             )
             workflow.set_current_details(f"Failed: {reason}")
             raise ApplicationError(reason, type="NotificationFailed") from err
-        workflow.set_current_details(f"Sent to {request.contact} on {result.channel}")
+        if result.status == "unknown":
+            workflow.set_current_details(
+                f"Outcome unknown on {result.channel}: a try died while the provider answered;"
+                " not sent again unless an operator resends the delivery"
+            )
+        else:
+            workflow.set_current_details(f"Sent to {request.contact} on {result.channel}")
         return result
 
     @staticmethod

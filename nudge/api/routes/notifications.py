@@ -78,7 +78,9 @@ async def send_notification(
 async def read_notification(
     notification_id: Annotated[str, Path(max_length=64)], principal: ServiceDep, session: SessionDep
 ) -> NotificationPublic:
-    """A notification's status: queued, sent, or failed with the reason."""
+    """A notification's status: queued, sent, failed with the reason, or unknown (a try died
+    while the provider answered, on a channel that cannot drop copies: not sent again unless
+    an operator resends the delivery)."""
     notification = await get_notification(session, principal.tenant_id, notification_id)
     external_id = await external_id_of(session, notification.contact_id)
     return notification_public(notification, external_id, principal.tenant_slug)
