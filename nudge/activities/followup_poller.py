@@ -109,16 +109,23 @@ class FollowUpPollerActivities:
                 for r in reconciliation.to_start
             ]
             resolved = [r.reconciliation_id for r in reconciliation.resolved]
+            # Meant for the generation that was resolved: a run that has gone on as a newer
+            # generation of the record (it came back meanwhile) ignores it.
+            by_generation: dict[int, list[str]] = {}
+            for r in reconciliation.resolved:
+                by_generation.setdefault(r.generation, []).append(r.reconciliation_id)
 
         await self._start_records(definition.name, to_start)
-        await signal_records(
-            activity.client(),
-            request.tenant,
-            request.followup_id,
-            resolved,
-            RESOLVE_RECORD,
-            Ending(by="poll", reason="the record is no longer returned by the integrations"),
-        )
+        gone = Ending(by="poll", reason="the record is no longer returned by the integrations")
+        for generation, ids in by_generation.items():
+            await signal_records(
+                activity.client(),
+                request.tenant,
+                request.followup_id,
+                ids,
+                RESOLVE_RECORD,
+                gone.model_copy(update={"generation": generation}),
+            )
         result = result.model_copy(
             update={
                 "found": len(extraction.records),
