@@ -469,7 +469,10 @@ class Cluster:
             return False
 
     def start_worker(self, index: int) -> Child:
-        return self._spawn(f"worker-{index}", [PYTHON, "-m", "nudge", "worker"], self.app_env())
+        env = self.app_env()
+        # Each worker its own metrics port (the default, 9464, is one per machine).
+        env["NUDGE_WORKER_METRICS_ADDRESS"] = f"{LOOPBACK}:{free_port()}"
+        return self._spawn(f"worker-{index}", [PYTHON, "-m", "nudge", "worker"], env)
 
     def wait_worker(self, worker: Child, timeout: float = 60) -> float:
         def polling() -> bool:
@@ -493,6 +496,18 @@ class Cluster:
     def restart_worker(self, index: int) -> Child:
         self.workers[index] = self.start_worker(index)
         return self.workers[index]
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) each live process of the cluster used so far."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        used: dict[str, float] = {}
+        for child in [c for c in (self.temporal, self.api, *self.workers) if c is not None]:
+            try:
+                fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            used[child.name] = round((int(fields[11]) + int(fields[12])) / ticks, 1)
+        return used
 
     def apps_alive(self) -> dict[str, bool]:
         apps = [c for c in (self.api, *self.workers) if c is not None]
@@ -828,6 +843,7 @@ def run_drill(
                 asyncio.run(drill(cluster, report))
             finally:
                 report.evidence["processes_alive_at_end"] = cluster.apps_alive()
+                report.evidence["cpu_seconds_of_live_processes"] = cluster.cpu_seconds()
                 report.evidence["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     except DrillError as exc:
         say(f"drill could not run: {exc}")

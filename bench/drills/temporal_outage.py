@@ -295,7 +295,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=10, help="client timeout per request")
     parser.add_argument("--retry-for", type=float, default=180, help="client retries this long")
     parser.add_argument("--settle", type=float, default=90, help="seconds allowed after posting")
-    parser.add_argument("--setup-timeout", type=float, default=240)
+    parser.add_argument("--setup-timeout", type=float, default=480)
     common_arguments(parser)
     args = parser.parse_args()
     parameters = {k: v for k, v in vars(args).items() if k != "keep"}
