@@ -236,6 +236,23 @@ async def test_a_request_session_holding_writes_is_refused_at_once_not_deadlocke
 
 
 @sqlite_only
+async def test_a_task_that_would_wait_for_itself_is_refused_at_once(
+    own_file: tuple[str, async_sessionmaker[AsyncSession]],
+) -> None:
+    """A second write transaction begun while the same task holds one open would wait for
+    it for busy_timeout, and fail with "database is locked"; it is refused at once."""
+    _, sessions = own_file
+    async with transaction(sessions) as first:
+        await first.execute(text("UPDATE counter SET value = 1"))
+        # In this task (asyncio.timeout, not wait_for, which would run it in another one).
+        with pytest.raises(RuntimeError, match="would wait for itself"):
+            async with asyncio.timeout(5):
+                await increment(sessions)
+    # Both ended: the first committed, and the turn is free again.
+    assert await asyncio.wait_for(increment(sessions), 5) == 2
+
+
+@sqlite_only
 async def test_fifty_concurrent_api_writers_with_fresh_keys_answer_no_5xx(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
