@@ -306,6 +306,25 @@ async def test_deactivation_stops_the_poller_and_every_record(
     assert len(webhook_receiver.requests) == 1
 
 
+async def test_poll_now_while_temporal_is_down_asks_to_retry(
+    api: httpx.AsyncClient,
+    temporal_down: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    itsm: WebhookReceiver,
+) -> None:
+    """Poll-now is told to the poller directly (it stores nothing): with Temporal down the
+    client gets a 503 to retry, not a bare 500."""
+    await setup_tenant(api, tenant, webhook_receiver)
+    followup = await create(api, tenant, definition(itsm))
+    answer = await temporal_down.post(
+        f"/v1/followups/{followup['id']}/poll", headers=tenant.headers()
+    )
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Retry-After"] == "5"
+    assert "Temporal is unreachable" in answer.json()["detail"]
+
+
 async def test_a_deactivation_while_temporal_is_down_stops_the_runs_once_it_is_back(
     api: httpx.AsyncClient,
     temporal_down: httpx.AsyncClient,

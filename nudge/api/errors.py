@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,8 +11,14 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from temporalio.service import RPCError
 
 from nudge.errors import Conflict, InvalidInput, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+# How the SDK says that a client never reached the server (a lazy client's first call).
+NO_CONNECTION = "Failed client connect"
 
 
 async def _not_found(_: Request, exc: Exception) -> JSONResponse:
@@ -24,6 +31,19 @@ async def _conflict(_: Request, exc: Exception) -> JSONResponse:
 
 async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "5"})
+
+
+async def _temporal_unreachable(_: Request, exc: Exception) -> JSONResponse:
+    # Only the routes that ask Temporal something at once (poll now, a button press, an
+    # operator's resend) get here; what the API changes waits in the outbox instead.
+    if isinstance(exc, RuntimeError) and not str(exc).startswith(NO_CONNECTION):
+        raise exc
+    log.warning("Temporal did not answer: %s", exc)
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "Temporal is unreachable; nothing was changed, try again"},
+        headers={"Retry-After": "5"},
+    )
 
 
 async def _invalid(_: Request, exc: Exception) -> JSONResponse:
@@ -91,3 +111,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(InvalidInput, _invalid)
     app.add_exception_handler(Unavailable, _unavailable)
+    app.add_exception_handler(RPCError, _temporal_unreachable)
+    app.add_exception_handler(RuntimeError, _temporal_unreachable)

@@ -138,6 +138,10 @@ _ALSO: dict[str, set[int]] = {
     "GET /v1/followups/export": {404},
     # A button's link that has expired (`_claims`).
     "GET /v1/actions/{token}": {409},
+    # Told to Temporal at once (nothing stored to relay later): 503 while it is unreachable.
+    "POST /v1/followups/{followup_id}/poll": {503},
+    "POST /v1/actions/{token}": {503},
+    "POST /v1/deliveries/{delivery_id}/resend": {503},
 }
 
 
