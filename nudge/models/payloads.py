@@ -216,6 +216,8 @@ class EnrollmentInput(BaseModel):
     start_at: str | None = None
     time_scale: float = 1.0
     position: JourneyPosition | None = None
+    # The event ids a run had handled, carried across continue-as-new to drop repeats.
+    seen_events: list[str] = []
 
 
 class JourneyStepPlan(BaseModel):

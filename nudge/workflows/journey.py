@@ -75,7 +75,7 @@ class JourneyEnrollmentWorkflow:
         self._passing_on: list[tuple[str, BaseModel]] | None = None
         # Ids of the events handled, newest last: the outbox relays an event again when it
         # cannot tell whether Temporal took it, and a repeat must change nothing.
-        self._seen: dict[str, None] = {}
+        self._seen: dict[str, None] = dict.fromkeys(request.seen_events)
 
     @workflow.run
     async def run(self, request: EnrollmentInput) -> str:
@@ -85,7 +85,8 @@ class JourneyEnrollmentWorkflow:
         position = request.position or JourneyPosition(step=request.start_at or plan.steps[0].id)
         while position.step is not None and self._ended is None:
             if workflow.info().is_continue_as_new_suggested():
-                workflow.continue_as_new(request.model_copy(update={"position": position}))
+                carried = {"position": position, "seen_events": list(self._seen)}
+                workflow.continue_as_new(request.model_copy(update=carried))
             step = self._step(position.step)
             if step is None:
                 break
