@@ -273,3 +273,34 @@ async def test_a_repeated_assignment_event_is_acted_on_once(
     assert [(e.event_key, e.outcome) for e in entries if e.event_key] == [
         ("assignment:as-1", "delivered")
     ]
+
+
+async def test_what_a_request_relayed_is_closed_without_a_relay_pass(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Entries a request relayed are closed in batches after the answer (not one write per
+    request), and nothing is left for the relays to repeat."""
+    await setup_contact(api, tenant, webhook_receiver)
+    run = await create(api, tenant, nurture())
+    await enroll(api, tenant, run["id"])
+    await at_step(api, tenant, run["id"], "pause")
+    await message(api, tenant, "stop writing", "m-1")
+
+    async def closed() -> bool:
+        return await pending(sessions, tenant) == 0
+
+    await eventually(closed, message="the request's entries are closed")
+    async with sessions() as session:
+        entries = (
+            (await session.execute(select(OutboxEntry).where(OutboxEntry.tenant_id == tenant.id)))
+            .scalars()
+            .all()
+        )
+    assert sorted((e.name, e.outcome) for e in entries) == [
+        ("JourneyEnrollment", "started"),
+        ("message", "delivered"),
+    ]

@@ -33,6 +33,7 @@ from nudge.api.routes import (
 )
 from nudge.metrics import use_temporal_runtime
 from nudge.models.db import create_engine, session_factory
+from nudge.runs.outbox import DoneMarker
 from nudge.security import ActionTokens, SecretBox
 from nudge.settings import Settings
 from nudge.temporal_client import connect
@@ -67,9 +68,11 @@ def create_app(
         app.state.box = SecretBox(settings.secret_key_value())
         app.state.tokens = ActionTokens(settings.secret_key_value())
         app.state.rate_limits = RateLimits(settings)
+        app.state.outbox_done = DoneMarker(app.state.sessions)
         try:
             yield
         finally:
+            await app.state.outbox_done.close()
             if engine is not None:
                 await engine.dispose()
 

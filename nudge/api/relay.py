@@ -10,7 +10,8 @@ from nudge.runs.outbox import Relay
 
 
 def _relay(request: Request) -> Relay:
-    return Relay(request.app.state.temporal, request.app.state.sessions)
+    state = request.app.state
+    return Relay(state.temporal, state.sessions, done=state.outbox_done)
 
 
 RelayDep = Annotated[Relay, Depends(_relay)]
