@@ -161,6 +161,9 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
+        self.cut_at: float | None = None
+        self.restored_at: float | None = None
+        self._restoring: asyncio.Future[None] | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     @property
@@ -176,6 +179,23 @@ class TcpProxy:
 
     def restore(self) -> None:
         self._call(self._listen())
+
+    def cut_for(self, seconds: float) -> None:
+        """Cut now and restore after ``seconds``, timed by the proxy's own event loop (the
+        drill's loop may be busy); `cut_at` and `restored_at` say when it really happened."""
+        self.cut_at = self.restored_at = None
+        self._call(self._cut_for(seconds))
+
+    async def _cut_for(self, seconds: float) -> None:
+        await self._cut()
+        self.cut_at = time.time()
+
+        async def restore() -> None:
+            await asyncio.sleep(seconds)
+            await self._listen()
+            self.restored_at = time.time()
+
+        self._restoring = asyncio.ensure_future(restore())
 
     def stop(self) -> None:
         if self._thread.is_alive():
@@ -645,7 +665,7 @@ def api_client(cluster: Cluster, timeout: float = 30) -> httpx.AsyncClient:
         base_url=cluster.api_url,
         headers={"Authorization": f"Bearer {cluster.key}"},
         timeout=timeout,
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
     )
 
 

@@ -74,6 +74,9 @@ def journey() -> dict[str, Any]:
     }
 
 
+IN_FLIGHT: list[asyncio.Semaphore] = []
+
+
 @dataclass
 class Posted:
     index: int
@@ -88,6 +91,7 @@ async def post_event(
     api: httpx.AsyncClient, index: int, contact: str, at: float, args: argparse.Namespace
 ) -> Posted:
     await asyncio.sleep(max(0.0, at - time.time()))
+    timeout = httpx.Timeout(args.timeout, pool=None)
     body = {
         "contact_id": contact,
         "direction": "incoming",
@@ -101,7 +105,9 @@ async def post_event(
     while True:
         posted.tries += 1
         try:
-            response = await api.post("/v1/events/messages", json=body, timeout=args.timeout)
+            # At most `--clients` requests in flight; waiting for a turn is not a try's time.
+            async with IN_FLIGHT[0]:
+                response = await api.post("/v1/events/messages", json=body, timeout=timeout)
         except httpx.HTTPError as exc:
             posted.answers[type(exc).__name__] += 1
         else:
@@ -122,6 +128,7 @@ async def post_event(
 
 async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> None:
     assert cluster.proxy is not None
+    IN_FLIGHT[:] = [asyncio.Semaphore(args.clients)]
     people = [f"e{i:05d}" for i in range(args.events)]
     with TimedReceiver() as hook:
         async with api_client(cluster, timeout=args.timeout) as api:
@@ -154,14 +161,15 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
             )
 
             async def outage() -> tuple[float, float]:
-                await asyncio.sleep(args.cut_at)
-                cluster.proxy.cut()  # type: ignore[union-attr]
-                cut_at = time.time()
+                proxy = cluster.proxy
+                assert proxy is not None
+                await asyncio.sleep(max(0.0, started + args.cut_at - time.time()))
+                proxy.cut_for(args.outage)
                 say(f"Temporal unreachable (proxy cut) for {args.outage} s")
-                await asyncio.sleep(args.outage)
-                cluster.proxy.restore()  # type: ignore[union-attr]
+                await wait_for(lambda: proxy.restored_at is not None, args.outage + 60, every=0.2)
                 say("Temporal reachable again")
-                return cut_at, time.time()
+                assert proxy.cut_at is not None and proxy.restored_at is not None
+                return proxy.cut_at, proxy.restored_at
 
             results, (cut_at, restored_at) = await asyncio.gather(posts, outage())
             posted_s = time.time() - started
@@ -293,6 +301,7 @@ def main() -> int:
     parser.add_argument("--cut-at", type=float, default=10, help="seconds after the first event")
     parser.add_argument("--outage", type=float, default=30, help="seconds Temporal is unreachable")
     parser.add_argument("--timeout", type=float, default=10, help="client timeout per request")
+    parser.add_argument("--clients", type=int, default=32, help="requests in flight at most")
     parser.add_argument("--retry-for", type=float, default=180, help="client retries this long")
     parser.add_argument("--settle", type=float, default=90, help="seconds allowed after posting")
     parser.add_argument("--setup-timeout", type=float, default=480)
