@@ -16,7 +16,7 @@ from nudge.messaging.channels.base import Outbound
 from nudge.messaging.contacts import contact_context, recipient_of
 from nudge.messaging.delivery import Deliverer, Sent
 from nudge.messaging.recipients import resolve_recipients
-from nudge.models.db import transaction
+from nudge.models.db import read_only, transaction
 from nudge.models.followups import FollowUpDefinition
 from nudge.models.integrations import Action, IntegrationAction, SetAttribute
 from nudge.models.messages import CardMessage, render_message
@@ -72,7 +72,7 @@ class FollowUpRecordActivities:
     @activity.defn(name="load_record_plan")
     async def load_record_plan(self, request: RecordInput) -> RecordPlan:
         """The schedule of the version this record run is pinned to."""
-        async with self._sessions() as session:
+        async with read_only(self._sessions)() as session:
             definition = await definition_at(session, request.followup_id, request.version)
         return RecordPlan(
             name=definition.name,
@@ -84,7 +84,7 @@ class FollowUpRecordActivities:
     @activity.defn(name="run_attempt")
     async def run_attempt(self, request: AttemptInput) -> AttemptResult:
         """Resolve recipients, render and send to each (effectively once), then after-each."""
-        async with self._sessions() as session:
+        async with read_only(self._sessions)() as session:
             record = await session.get_one(FollowUpRecord, request.record_id)
             not_followed = _not_followed(record, request.generation, sent=0)
             if not_followed is not None:
@@ -190,7 +190,7 @@ class FollowUpRecordActivities:
     async def _not_followed(
         self, record_id: str, generation: int | None, sent: int
     ) -> AttemptResult | None:
-        async with self._sessions() as session:
+        async with read_only(self._sessions)() as session:
             record = await session.get_one(FollowUpRecord, record_id)
             return _not_followed(record, generation, sent)
 
@@ -279,7 +279,7 @@ class FollowUpRecordActivities:
     @activity.defn(name="run_actions")
     async def run_actions(self, request: ActionsInput) -> None:
         """After all attempts, or a pressed button's actions; each action runs once."""
-        async with self._sessions() as session:
+        async with read_only(self._sessions)() as session:
             record = await session.get_one(FollowUpRecord, request.record_id)
             if request.generation is not None and record.generation != request.generation:
                 return  # the record came back: its new generation's run acts for it
@@ -310,7 +310,7 @@ class FollowUpRecordActivities:
         later templates the outputs it recorded, so an "approve" reaches the ITSM once."""
         if not actions:
             return
-        async with self._sessions() as session:
+        async with read_only(self._sessions)() as session:
             record = await session.get_one(FollowUpRecord, record_id)
             if record.actions_done.get(stage):
                 return

@@ -22,7 +22,7 @@ from nudge.messaging.channels.base import Outbound
 from nudge.messaging.contacts import contact_context, recipient_of
 from nudge.messaging.delivery import Deliverer
 from nudge.models.channels import LAST_USED
-from nudge.models.db import transaction
+from nudge.models.db import read_only, transaction
 from nudge.models.integrations import Integration, SetAttribute
 from nudge.models.journeys import (
     AskStep,
@@ -161,7 +161,7 @@ class JourneyActivities:
     @activity.defn(name="load_journey_plan")
     async def load_journey_plan(self, request: EnrollmentRef) -> JourneyPlan:
         """The steps of the version this enrollment is pinned to."""
-        async with self._sessions() as session:
+        async with read_only(self._sessions)() as session:
             enrollment = await _enrollment(session, request.enrollment_id)
             definition = await journey_definition_at(
                 session, enrollment.journey_id, enrollment.version
@@ -216,7 +216,7 @@ class JourneyActivities:
                 f"contact {entered.contact.external_id!r} has not written on any channel yet,"
                 " so `last_used` names none",
             )
-        async with self._sessions() as session:
+        async with read_only(self._sessions)() as session:
             channel = await find_channel(session, entered.tenant.id, slug)
         if channel is None:
             raise permanent("ChannelNotFound", f"no channel {slug!r}")
@@ -317,7 +317,7 @@ class JourneyActivities:
         return StepOutcome()
 
     async def _call(self, entered: _Enrolled, integration: Integration, context: Any) -> Any:
-        async with self._sessions() as session:
+        async with read_only(self._sessions)() as session:
             secrets = await secret_values(session, entered.tenant.id, self._box)
         try:
             return await call_integration(self._http, integration, context, secrets=secrets)
@@ -339,7 +339,7 @@ class JourneyActivities:
         if step.integration is not None:
             await self._call(entered, step.integration, {**context, "assignment": assignment})
             return StepOutcome()
-        async with self._sessions() as session:
+        async with read_only(self._sessions)() as session:
             inbox = await find_channel(session, entered.tenant.id, INBOX_CHANNEL)
         if inbox is None:
             raise permanent(

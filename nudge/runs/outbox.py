@@ -30,7 +30,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from nudge.metrics import count_relayed
-from nudge.models.db import transaction
+from nudge.models.db import read_only, transaction
 from nudge.models.tables import OutboxEntry, utcnow
 from nudge.store import outbox
 from nudge.store.journeys import abandon_enrollment
@@ -145,7 +145,7 @@ class Relay:
 
     async def relay_due(self, limit: int = RELAY_BATCH) -> int:
         """One pass of the relay: every entry left behind or due again; how many it took."""
-        async with self._sessions() as session:
+        async with read_only(self._sessions)() as session:
             ids = await outbox.due(session, limit)
         if not ids:
             return 0
@@ -273,7 +273,7 @@ class Relay:
         assert entry.wait_for_run_until is not None
         if utcnow() < entry.wait_for_run_until:
             return True
-        async with self._sessions() as session:
+        async with read_only(self._sessions)() as session:
             return await outbox.start_pending(session, entry.workflow_id)
 
 

@@ -64,6 +64,9 @@ async def press(
     pressed = ButtonPress(
         action=claims["a"], by=f"contact {claims['c']}", generation=record.generation
     )
+    await (
+        session.commit()
+    )  # read only: hold no transaction (on SQLite a lock) while Temporal answers
     if not await signal_record(
         temporal, tenant.slug, claims["f"], claims["r"], PRESS_BUTTON, pressed
     ):

@@ -59,6 +59,9 @@ async def resend(
     if delivery.outbound is None:
         raise Conflict(f"delivery {delivery_id} was claimed before messages were kept with it")
     contact = await external_id_of(session, delivery.contact_id)
+    await (
+        session.commit()
+    )  # read only: hold no transaction (on SQLite a lock) while Temporal answers
     workflow_id = await start_resend(temporal, settings, principal.tenant_slug, delivery, contact)
     return ResendAccepted(delivery_id=delivery.id, workflow_id=workflow_id)
 

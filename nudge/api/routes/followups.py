@@ -261,6 +261,9 @@ async def poll_now(
     followup = await get_followup(session, principal.tenant_id, followup_id)
     if followup.status != "active":
         raise Conflict("the follow-up is inactive; activate it first")
+    await (
+        session.commit()
+    )  # read only: hold no transaction (on SQLite a lock) while Temporal answers
     if not await signal_poller(temporal, principal.tenant_slug, followup.id, POLL_NOW, PollNow()):
         raise Conflict("the follow-up's poller is not running; deactivate and activate it")
     return {"status": "poll requested"}
