@@ -50,6 +50,7 @@ from bench.drills.harness import (
     published_journey,
     run_drill,
     say,
+    settle,
     wait_for,
     webhook_channel,
 )
@@ -182,9 +183,23 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
                 )
                 return bool(rows[0][0] == 0) and len(asked("ask2")) >= len(people)
 
-            settled_in_time = await wait_for(settled, args.settle, every=1)
+            def progress() -> tuple[int, int]:
+                stored = cluster.query("SELECT count(*) FROM enrollments WHERE variables ? 'a1'")[
+                    0
+                ][0]
+                return stored, len(asked("ask2"))
+
+            settled_in_time = await settle(settled, progress, args.settle, args.stall)
             settled_s = time.time() - started
 
+    # How often each event reached its run (Temporal's history), and whether it was stored.
+    signalled = await cluster.signalled_ids(
+        (f"journey/drill/{journey_id}/contact/{c}" for c in people), "message", "message_id"
+    )
+    reached = Counter(
+        len([m for m in ids if m == f"drill-event-{int(w.rsplit('/', 1)[-1][1:])}"])
+        for w, ids in signalled.items()
+    )
     rows = cluster.query(
         "SELECT c.external_id, e.state, e.current_step, e.variables, e.ended_by, e.end_reason"
         " FROM enrollments e JOIN contacts c ON c.id = e.contact_id WHERE e.journey_id = %s",
@@ -202,12 +217,14 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
     unexcused = {k: n for k, n in duplicate_keys.items() if statuses.get(k) != "unknown"}
 
     fate: dict[str, str] = {}
-    evidence: dict[str, list[Any]] = {"lost": [], "twice": [], "other": []}
+    evidence: dict[str, list[Any]] = {"lost": [], "late": [], "twice": [], "other": []}
     for external_id, state, step, variables, ended_by, end_reason in rows:
         expected = f"answer-{int(external_id[1:])}"
         a1, a2 = variables.get("a1"), variables.get("a2")
+        times = signalled.get(f"journey/drill/{journey_id}/contact/{external_id}", [])
         if state == "active" and a1 is None:
-            kind = "lost"
+            # Reached its run (in the history) but not stored yet: late; never reached: lost.
+            kind = "late" if f"drill-event-{int(external_id[1:])}" in times else "lost"
         elif state == "active" and a1 == expected and a2 is None:
             kind = "once"
         elif a1 == expected and (a2 is not None or state in ("exited", "completed")):
@@ -227,14 +244,6 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
         results[int(c[1:])].status or "never accepted" for c in lost_ids
     )  # what the API said to the events that were lost
 
-    # How often each event reached its run (Temporal's history), and whether it was stored.
-    signalled = await cluster.signalled_ids(
-        (f"journey/drill/{journey_id}/contact/{c}" for c in people), "message", "message_id"
-    )
-    reached = Counter(
-        len([m for m in ids if m == f"drill-event-{int(w.rsplit('/', 1)[-1][1:])}"])
-        for w, ids in signalled.items()
-    )
     stored = cluster.count_by(
         "SELECT 'stored', count(*) FROM messages WHERE external_message_id LIKE 'drill-event-%%'"
     ).get("stored", 0)
@@ -259,6 +268,7 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
     report.figure("handled_once", counts["once"])
     report.figure("lost", counts["lost"])
     report.figure("lost_by_final_answer", dict(lost_by_answer))
+    report.figure("late_reached_run_not_yet_stored", counts["late"])
     report.figure("handled_twice", counts["twice"])
     report.figure("other", counts["other"])
     report.figure("enrollments_missing", len(people) - len(rows))
@@ -286,7 +296,10 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
     report.check(
         "events never accepted (client gave up)", len(never_accepted), not never_accepted, "0"
     )
-    report.check("events lost", counts["lost"], counts["lost"] == 0, "0")
+    report.check("events lost (never reached their run)", counts["lost"], counts["lost"] == 0, "0")
+    report.check(
+        "events reached but not handled by the end", counts["late"], counts["late"] == 0, "0"
+    )
     report.check("events handled twice", counts["twice"], counts["twice"] == 0, "0")
     report.check("enrollments in another state", counts["other"], counts["other"] == 0, "0")
     report.check("duplicate keys not recorded unknown", len(unexcused), not unexcused, "0")
@@ -303,7 +316,10 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=10, help="client timeout per request")
     parser.add_argument("--clients", type=int, default=32, help="requests in flight at most")
     parser.add_argument("--retry-for", type=float, default=180, help="client retries this long")
-    parser.add_argument("--settle", type=float, default=90, help="seconds allowed after posting")
+    parser.add_argument("--settle", type=float, default=240, help="longest wait after posting")
+    parser.add_argument(
+        "--stall", type=float, default=60, help="stop waiting after this long without progress"
+    )
     parser.add_argument("--setup-timeout", type=float, default=480)
     common_arguments(parser)
     args = parser.parse_args()
