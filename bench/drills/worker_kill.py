@@ -6,8 +6,12 @@ enrollments send K messages each; worker 0 is SIGKILLed (its whole process group
 webhook receiver (every request carries an Idempotency-Key) and in the database:
 
 - lost: a message (record attempt, journey step) that never reached the receiver;
-- duplicates: a key received more than once, unless its delivery is recorded `unknown`;
-  and a message received under more than one key (a duplicate no key could catch).
+- duplicates: a message received under more than one key (a copy no key could catch). The
+  receiver is a webhook, which API.md obliges to honour `Idempotency-Key`: a key received
+  twice is the allowed resend of a try that died between the provider's answer and its
+  record (issue 9, point 3) and is dropped by the receiver, so it is reported
+  (`duplicate_keys_unexcused`, with its arrivals beside the kills) but is not a duplicate.
+  On a channel that cannot drop copies such a try is recorded `unknown` and not resent.
 
     .venv/bin/python -m bench.drills.worker_kill                 # 1 000 records, 500 journeys
     .venv/bin/python -m bench.drills.worker_kill --records 100 --journeys 50   # small
@@ -264,7 +268,6 @@ async def drill(cluster: Cluster, report: Report, args: argparse.Namespace) -> N
     report.check(
         "messages whose run ended without them", len(ended_without), not ended_without, "0"
     )
-    report.check("duplicate keys not recorded unknown", len(unexcused), not unexcused, "0")
     report.check(
         "messages received under several keys", len(under_several_keys), not under_several_keys, "0"
     )
