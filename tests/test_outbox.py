@@ -53,6 +53,17 @@ def nurture() -> dict[str, Any]:
     )
 
 
+async def waiting_in_nurture(
+    api: httpx.AsyncClient, tenant: TenantKeys, hook: WebhookReceiver
+) -> dict[str, Any]:
+    """The nurture journey, with Ada enrolled and waiting at its pause; the journey."""
+    await setup_contact(api, tenant, hook)
+    run = await create(api, tenant, nurture())
+    assert (await enroll(api, tenant, run["id"])).status_code == 201
+    await at_step(api, tenant, run["id"], "pause")
+    return run
+
+
 async def test_an_event_accepted_while_temporal_is_down_is_completed_by_the_clients_retry(
     api: httpx.AsyncClient,
     temporal_down: httpx.AsyncClient,
@@ -61,10 +72,7 @@ async def test_an_event_accepted_while_temporal_is_down_is_completed_by_the_clie
     time_env: WorkflowEnvironment,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    await setup_contact(api, tenant, webhook_receiver)
-    run = await create(api, tenant, nurture())
-    assert (await enroll(api, tenant, run["id"])).status_code == 201
-    await at_step(api, tenant, run["id"], "pause")
+    run = await waiting_in_nurture(api, tenant, webhook_receiver)
 
     first = await message(temporal_down, tenant, "stop writing", "m-1")
     assert (first["status"], first["journeys_notified"]) == ("accepted", [run["id"]])
@@ -85,10 +93,7 @@ async def test_an_event_nobody_retries_is_relayed_once_temporal_is_back(
     time_env: WorkflowEnvironment,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    await setup_contact(api, tenant, webhook_receiver)
-    run = await create(api, tenant, nurture())
-    await enroll(api, tenant, run["id"])
-    await at_step(api, tenant, run["id"], "pause")
+    run = await waiting_in_nurture(api, tenant, webhook_receiver)
 
     await message(temporal_down, tenant, "stop writing", "m-1")
     await relay_all(time_env.client, sessions, tenant)
@@ -126,10 +131,7 @@ async def test_a_journey_stopped_while_temporal_is_down_stops_its_runs_when_it_i
     time_env: WorkflowEnvironment,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    await setup_contact(api, tenant, webhook_receiver)
-    run = await create(api, tenant, nurture())
-    await enroll(api, tenant, run["id"])
-    await at_step(api, tenant, run["id"], "pause")
+    run = await waiting_in_nurture(api, tenant, webhook_receiver)
 
     stopped = await temporal_down.post(f"/v1/journeys/{run['id']}/stop", headers=tenant.headers())
     assert stopped.status_code == 202, stopped.text
@@ -181,10 +183,7 @@ async def test_an_event_for_an_earlier_enrollment_is_ignored_by_a_later_one(
     webhook_receiver: WebhookReceiver,
     time_env: WorkflowEnvironment,
 ) -> None:
-    await setup_contact(api, tenant, webhook_receiver)
-    run = await create(api, tenant, nurture())
-    await enroll(api, tenant, run["id"])
-    await at_step(api, tenant, run["id"], "pause")
+    run = await waiting_in_nurture(api, tenant, webhook_receiver)
     late = JourneyMessage(
         direction="incoming", channel="hook", text="hi", message_id="m-1", enrollment_id="older"
     )
@@ -284,10 +283,7 @@ async def test_what_a_request_relayed_is_closed_without_a_relay_pass(
 ) -> None:
     """Entries a request relayed are closed in batches after the answer (not one write per
     request), and nothing is left for the relays to repeat."""
-    await setup_contact(api, tenant, webhook_receiver)
-    run = await create(api, tenant, nurture())
-    await enroll(api, tenant, run["id"])
-    await at_step(api, tenant, run["id"], "pause")
+    await waiting_in_nurture(api, tenant, webhook_receiver)
     await message(api, tenant, "stop writing", "m-1")
 
     async def closed() -> bool:

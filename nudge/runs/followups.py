@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
 from nudge.models.payloads import Ending, PollerInput, RecordInput
-from nudge.models.signals import POLL_NOW, REPLY_TO_RECORD, STOP_POLLER, STOP_RECORD, Signal
+from nudge.models.signals import POLL_NOW, STOP_POLLER, STOP_RECORD, Signal
 from nudge.models.tables import FollowUp, FollowUpRecord, OutboxEntry
 from nudge.naming import (
     FOLLOWUP_POLLER_WORKFLOW,
@@ -27,12 +27,11 @@ from nudge.naming import (
     record_workflow_id,
     search_attributes,
 )
-from nudge.runs.outbox import Relay, start_options
+from nudge.runs.outbox import start_options
 from nudge.runs.signals import FAN_OUT_CONCURRENCY, signal_run, signal_runs
 from nudge.settings import Settings
 from nudge.store import outbox
 from nudge.store.records import stop_following
-from nudge.store.tenants import Principal
 
 P = TypeVar("P")
 
@@ -158,20 +157,6 @@ def stage_record_signal(
     )
 
 
-def stage_reply(
-    session: AsyncSession,
-    principal: Principal,
-    record: FollowUpRecord,
-    reply: Ending,
-    *,
-    event_key: str,
-) -> OutboxEntry:
-    """Tell a record's run that a recipient answered; it decides (`exit.on_reply`)."""
-    return stage_record_signal(
-        session, principal.tenant_slug, record, REPLY_TO_RECORD, reply, event_key=event_key
-    )
-
-
 def _stage_poller_start(
     session: AsyncSession, settings: Settings, tenant_slug: str, followup: FollowUp
 ) -> OutboxEntry:
@@ -210,10 +195,3 @@ def _stage_poller_signal(
         signal=signal,
         arg=arg,
     )
-
-
-async def tell(
-    client: Client, sessions: async_sessionmaker[AsyncSession], entries: list[OutboxEntry]
-) -> None:
-    """Relay what a committed change staged (the relay loop retries what fails here)."""
-    await Relay(client, sessions).relay_written(entries)

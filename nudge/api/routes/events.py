@@ -28,9 +28,9 @@ from nudge.models.events import (
     MessageEventAccepted,
 )
 from nudge.models.payloads import Ending, JourneyAssignment, JourneyMessage
-from nudge.models.signals import JOURNEY_ASSIGNMENT, JOURNEY_MESSAGE
+from nudge.models.signals import JOURNEY_ASSIGNMENT, JOURNEY_MESSAGE, REPLY_TO_RECORD
 from nudge.models.tables import Contact, Journey, OutboxEntry
-from nudge.runs.followups import stage_reply
+from nudge.runs.followups import stage_record_signal
 from nudge.runs.journeys import stage_signal, stage_start
 from nudge.runs.outbox import Relay
 from nudge.settings import Settings
@@ -185,7 +185,12 @@ async def _stage_message(
     if event.direction == "incoming":
         reply = Ending(by=f"contact {event.contact_id}", reason="replied")
         for record in await records_reminding(session, contact.id):
-            staged.entries.append(stage_reply(session, principal, record, reply, event_key=key))
+            # The run decides what a reply means for it (`exit.on_reply`).
+            staged.entries.append(
+                stage_record_signal(
+                    session, principal.tenant_slug, record, REPLY_TO_RECORD, reply, event_key=key
+                )
+            )
     # Read before anything starts: a journey this message starts does not get it as well.
     active = await active_enrollments_of_contact(session, principal.tenant_id, contact.id)
     triggered = (
@@ -215,9 +220,9 @@ async def _stage_message(
         )
         staged.notified.append(enrollment.journey_id)
     for journey_id in triggered:
-        entry = await _stage_enrollment(session, settings, principal, contact, journey_id, event)
-        if entry is not None:
-            staged.entries.append(entry)
+        start = await _stage_enrollment(session, settings, principal, contact, journey_id, event)
+        if start is not None:
+            staged.entries.append(start)
             staged.started.append(journey_id)
     return staged
 
