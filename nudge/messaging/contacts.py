@@ -14,6 +14,7 @@ def contact_context(contact: Contact) -> dict[str, object]:
         "email": contact.email,
         "phone": contact.phone,
         "chat_id": contact.chat_id,
+        "whatsapp_id": contact.whatsapp_id,
         "timezone": contact.timezone,
         "attributes": contact.attributes,
     }
@@ -27,4 +28,5 @@ def recipient_of(contact: Contact) -> Recipient:
         email=contact.email,
         phone=contact.phone,
         chat_id=contact.chat_id,
+        whatsapp_id=contact.whatsapp_id or (contact.phone.lstrip("+") if contact.phone else None),
     )

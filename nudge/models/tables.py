@@ -75,7 +75,11 @@ class ApiKey(Base):
 
 class Contact(Base):
     __tablename__ = "contacts"
-    __table_args__ = (UniqueConstraint("tenant_id", "external_id"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "external_id"),
+        Index("ix_contacts_tenant_phone", "tenant_id", "phone"),
+        Index("ix_contacts_tenant_whatsapp", "tenant_id", "whatsapp_id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -83,6 +87,8 @@ class Contact(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     phone: Mapped[str | None] = mapped_column(String(32))
+    # Digits only, as WhatsApp writes it (`wa_id`); None: the phone's digits.
+    whatsapp_id: Mapped[str | None] = mapped_column(String(32))
     chat_id: Mapped[str | None] = mapped_column(String(200))
     timezone: Mapped[str | None] = mapped_column(String(64))
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -123,6 +129,10 @@ class Channel(Base):
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Credentials (webhook secret, SMTP password) as one encrypted JSON object.
     sealed_credentials: Mapped[str | None] = mapped_column(Text)
+    # Channel slugs tried in order for a recipient when a send here fails for good, or is
+    # not delivered within `fallback_after_minutes`.
+    fallback: Mapped[list[str] | None] = mapped_column(JsonType)
+    fallback_after_minutes: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -169,7 +179,12 @@ class Delivery(Base):
     """One send to one recipient on one channel; the unique key makes it effectively once."""
 
     __tablename__ = "deliveries"
-    __table_args__ = (Index("ix_deliveries_tenant_status", "tenant_id", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_deliveries_tenant_status", "tenant_id", "status", "created_at"),
+        Index("ix_deliveries_provider_message", "tenant_id", "channel", "provider_message_id"),
+        Index("ix_deliveries_contact_channel", "contact_id", "channel", "created_at"),
+        Index("ix_deliveries_fallback_of", "fallback_of"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -187,7 +202,43 @@ class Delivery(Base):
     # The rendered message, its recipient and source as claimed, so an operator can resend
     # a send whose outcome is unknown exactly as it was meant to leave.
     outbound: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # What the provider calls it (a `wamid`, a Twilio sid): how its receipts find it.
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    segments: Mapped[int | None] = mapped_column(Integer)
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    read_at: Mapped[datetime | None] = mapped_column()
+    failed_at: Mapped[datetime | None] = mapped_column()
+    # The contact's first answer on this channel within 24 hours of this send.
+    replied_at: Mapped[datetime | None] = mapped_column()
+    # A fallback try: the delivery on the channel before it that failed or was not delivered.
+    fallback_of: Mapped[str | None] = mapped_column(String(32))
     updated_at: Mapped[datetime | None] = mapped_column()
+
+
+class DeliveryReceipt(Base):
+    """A provider's word on a message it took (sent, delivered, read, failed), each once.
+
+    Kept also when no delivery has the message id yet: the receipt can arrive before the
+    provider's answer to the send is stored, and is applied when it is.
+    """
+
+    __tablename__ = "receipts"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "channel", "provider_message_id", "status"),
+        Index("ix_receipts_unmatched", "delivery_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(63))
+    provider_message_id: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column()
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    error: Mapped[str | None] = mapped_column(Text)
+    delivery_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Message(Base):
@@ -196,6 +247,7 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_contact_at", "contact_id", "at"),
+        Index("ix_messages_contact_channel_at", "contact_id", "channel", "at"),
         UniqueConstraint("tenant_id", "external_message_id"),
     )
 
@@ -204,7 +256,7 @@ class Message(Base):
     contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
     direction: Mapped[str] = mapped_column(String(8))
     channel: Mapped[str] = mapped_column(String(63))
-    kind: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[str] = mapped_column(String(24))
     text: Mapped[str] = mapped_column(Text, default="")
     body: Mapped[dict[str, Any]] = mapped_column(default=dict)
     source: Mapped[dict[str, Any] | None] = mapped_column(JsonType)

@@ -19,7 +19,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from nudge.models.messages import CardMessage, ImageMessage, TextMessage
+from nudge.models.messages import (
+    AnyMessage,
+    CardMessage,
+    TextMessage,
+    WhatsAppTemplate,
+    WhatsAppTemplateMessage,
+)
 from nudge.models.validation import Loc, Problem
 from nudge.templating import names_read
 
@@ -37,10 +43,21 @@ def message_context(contact: Mapping[str, Any], **parts: Any) -> dict[str, Any]:
     return {**parts, "contact": contact, "recipient": contact}
 
 
-def message_sources(
-    message: TextMessage | CardMessage | ImageMessage, prefix: Loc = ("message",)
-) -> Iterator[tuple[Loc, str]]:
+def _template_sources(template: WhatsAppTemplate, prefix: Loc) -> Iterator[tuple[Loc, str]]:
+    for part in ("header", "body", "buttons"):
+        for i, value in enumerate(getattr(template, part)):
+            yield (*prefix, part, i), value
+    if template.text is not None:
+        yield (*prefix, "text"), template.text
+
+
+def message_sources(message: AnyMessage, prefix: Loc = ("message",)) -> Iterator[tuple[Loc, str]]:
     """Every template of a message, with its path."""
+    if isinstance(message, WhatsAppTemplateMessage):
+        yield from _template_sources(message.template, (*prefix, "template"))
+        return
+    if message.outside_window is not None:
+        yield from _template_sources(message.outside_window, (*prefix, "outside_window"))
     if isinstance(message, TextMessage):
         yield (*prefix, "text"), message.text
     elif isinstance(message, CardMessage):
@@ -62,7 +79,7 @@ def names_used(source: str) -> set[str]:
 
 
 def unknown_names(
-    message: TextMessage | CardMessage | ImageMessage,
+    message: AnyMessage,
     allowed: frozenset[str],
     prefix: Loc = ("message",),
 ) -> list[Problem]:

@@ -7,7 +7,15 @@ from typing import Any, Protocol
 
 import httpx
 
-from nudge.models.messages import CardMessage, ImageMessage, TextMessage
+from nudge.models.messages import (
+    AnyMessage,
+    CardMessage,
+    ImageMessage,
+    TextMessage,
+    WhatsAppTemplateMessage,
+)
+
+FreeForm = TextMessage | CardMessage | ImageMessage
 
 
 @dataclass(frozen=True)
@@ -15,8 +23,10 @@ class Recipient:
     external_id: str
     name: str | None = None
     email: str | None = None
-    phone: str | None = None
+    phone: str | None = None  # E.164, e.g. +34600111222
     chat_id: str | None = None
+    # The WhatsApp id (digits, no +) when it differs from the phone; else the phone's digits.
+    whatsapp_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -27,8 +37,12 @@ class Outbound:
     channel: str
     idempotency_key: str
     recipient: Recipient
-    message: TextMessage | CardMessage | ImageMessage
+    # A WhatsApp template only reaches a WhatsApp channel; the others see `free_form`.
+    message: AnyMessage
     source: dict[str, Any] = field(default_factory=dict)
+    # Where the provider posts delivery receipts for this message (Nudge's webhook URL of
+    # the channel), for providers that take it per message (Twilio's StatusCallback).
+    status_callback_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +50,11 @@ class Receipt:
     """What the provider answered when it accepted the message (kept on the delivery)."""
 
     response: dict[str, Any]
+    # The provider's id of the message (a WhatsApp `wamid`, a Twilio `SM…` sid): later
+    # receipts name it.
+    provider_message_id: str | None = None
+    # SMS: how many segments the provider will bill (it splits long bodies itself).
+    segments: int | None = None
 
 
 class ChannelError(Exception):
@@ -73,6 +92,18 @@ class RecipientUnreachable(ChannelError):
     """The recipient has no address on this channel (no email for an email channel)."""
 
     retryable = False
+
+
+def free_form(message: AnyMessage) -> FreeForm:
+    """The message for a channel that has no WhatsApp templates: a template goes as its
+    `text`; one without text cannot go at all."""
+    if not isinstance(message, WhatsAppTemplateMessage):
+        return message
+    if message.template.text is None:
+        raise ProviderRejected(
+            f"WhatsApp template {message.template.name!r} has no `text` to send on this channel"
+        )
+    return TextMessage.model_construct(kind="text", text=message.template.text)
 
 
 class ChannelSender(Protocol):

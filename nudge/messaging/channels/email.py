@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from nudge.egress import EgressPolicy, EgressRefused, checked_socket
 from nudge.messaging.channels.base import (
+    free_form,
     ChannelError,
     Outbound,
     ProviderRejected,
@@ -179,15 +180,16 @@ def _by_code(code: int, answer: bytes | str, what: str) -> ChannelError:
 def build_email(outbound: Outbound, config: EmailConfig) -> EmailMessage:
     """The message as it goes on the wire: text and HTML alternatives of the same content."""
     recipient = outbound.recipient
+    content = free_form(outbound.message)
     mail = EmailMessage()
     mail["From"] = formataddr((config.from_name, str(config.from_address)))
     mail["To"] = formataddr((recipient.name, recipient.email or ""))
-    mail["Subject"] = subject(outbound.message)
+    mail["Subject"] = subject(content)
     mail["Date"] = formatdate(localtime=False)
     mail["Message-ID"] = message_id(outbound.idempotency_key, str(config.from_address))
     mail["X-Nudge-Idempotency-Key"] = outbound.idempotency_key
-    mail.set_content(plain_text(outbound.message))
-    mail.add_alternative(render_html(outbound.message), subtype="html")
+    mail.set_content(plain_text(content))
+    mail.add_alternative(render_html(content), subtype="html")
     return mail
 
 

@@ -16,6 +16,7 @@ import httpx
 
 from nudge.egress import EgressRefused
 from nudge.messaging.channels.base import (
+    free_form,
     Outbound,
     ProviderRejected,
     ProviderUnavailable,
@@ -57,7 +58,9 @@ class SlackChannel:
 
     async def send(self, outbound: Outbound) -> Receipt:
         body = json.dumps(
-            build_payload(outbound.message, self._config), ensure_ascii=False, separators=(",", ":")
+            build_payload(free_form(outbound.message), self._config),
+            ensure_ascii=False,
+            separators=(",", ":"),
         ).encode()
         timeout = self._config.timeout_seconds
         redacting = _redacting.set(True)
