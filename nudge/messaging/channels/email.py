@@ -16,13 +16,13 @@ from urllib.parse import urlsplit
 
 from nudge.egress import EgressPolicy, EgressRefused, checked_socket
 from nudge.messaging.channels.base import (
-    free_form,
     ChannelError,
     Outbound,
     ProviderRejected,
     ProviderUnavailable,
     Receipt,
     RecipientUnreachable,
+    free_form,
 )
 from nudge.models.channels import EmailConfig
 from nudge.models.messages import CardMessage, ImageMessage, TextMessage, plain_text

@@ -16,11 +16,11 @@ import httpx
 
 from nudge.egress import EgressRefused
 from nudge.messaging.channels.base import (
-    free_form,
     Outbound,
     ProviderRejected,
     ProviderUnavailable,
     Receipt,
+    free_form,
     receipt_or_raise,
 )
 from nudge.models.channels import SlackConfig
