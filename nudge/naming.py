@@ -28,6 +28,7 @@ FOLLOWUP_RECORD_WORKFLOW = "FollowUpRecord"
 JOURNEY_WORKFLOW = "JourneyEnrollment"
 JOURNEY_STOP_ALL_WORKFLOW = "JourneyStopAll"
 DELIVERY_RESEND_WORKFLOW = "DeliveryResend"
+DELIVERY_FALLBACK_WORKFLOW = "DeliveryFallback"
 
 
 class Kind(StrEnum):
@@ -37,6 +38,7 @@ class Kind(StrEnum):
     JOURNEY = "journey"
     JOURNEY_STOP_ALL = "journey-stop"
     DELIVERY_RESEND = "delivery-resend"
+    DELIVERY_FALLBACK = "delivery-fallback"
 
 
 def _part(value: str) -> str:
@@ -63,6 +65,11 @@ def journey_workflow_id(tenant: str, journey_id: str, external_id: str) -> str:
 def journey_stop_all_workflow_id(tenant: str, journey_id: str, stop_id: str) -> str:
     """Each stop-all is a run of its own: a journey can be stopped, published and stopped again."""
     return f"journey-stop/{_part(tenant)}/{_part(journey_id)}/{_part(stop_id)}"
+
+
+def delivery_fallback_workflow_id(tenant: str, delivery_id: str) -> str:
+    """The watch that tries the next fallback channel when a send is not delivered in time."""
+    return f"delivery-fallback/{_part(tenant)}/{_part(delivery_id)}"
 
 
 def delivery_resend_workflow_id(tenant: str, delivery_id: str) -> str:

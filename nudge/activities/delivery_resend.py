@@ -41,6 +41,7 @@ class DeliveryResendActivities:
             recipient=Recipient(**kept["recipient"]),
             message=parse_message(kept["message"]),
             source={**kept.get("source", {}), "resend_of": original.id},
+            belongs_to=original.belongs_to,
         )
         sent = await self._deliverer.deliver(
             tenant_id=tenant.id, contact=contact, channel=channel, outbound=outbound

@@ -238,6 +238,7 @@ class FollowUpRecordActivities:
                 "attempt": request.attempt,
                 "attempts": request.attempts,
             },
+            belongs_to=f"record:{record.id}",
         )
 
         async def remember_recipient(session: AsyncSession) -> None:

@@ -246,6 +246,7 @@ class JourneyActivities:
                 recipient=recipient_of(entered.contact),
                 message=message,
                 source=source,
+                belongs_to=f"enrollment:{entered.enrollment.id}",
             ),
         )
 

@@ -61,6 +61,7 @@ class NotificationActivities:
             recipient=recipient_of(contact),
             message=message,
             source={"type": "notification", "notification_id": notification.id},
+            belongs_to=f"notification:{notification.id}",
         )
         sent = await self._deliverer.deliver(
             tenant_id=tenant.id,

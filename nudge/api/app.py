@@ -30,6 +30,7 @@ from nudge.api.routes import (
     metrics,
     notifications,
     secrets,
+    webhooks,
 )
 from nudge.metrics import use_temporal_runtime
 from nudge.models.db import create_engine, session_factory
@@ -100,6 +101,7 @@ def create_app(
         followups,
         journeys,
         events,
+        webhooks,
         actions,
     )
     for module in routers:

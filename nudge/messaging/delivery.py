@@ -27,21 +27,30 @@ from temporalio.exceptions import ApplicationError
 
 from nudge.egress import EgressPolicy
 from nudge.integrations.calls import heartbeating
-from nudge.messaging.channels.base import ChannelError, ChannelSender, Outbound
+from nudge.messaging.channels.base import (
+    ChannelError,
+    ChannelSender,
+    Outbound,
+    ProviderRejected,
+    Receipt,
+)
 from nudge.messaging.channels.registry import build_sender
-from nudge.models.db import transaction
-from nudge.models.messages import plain_text
+from nudge.models.db import read_only, transaction
+from nudge.models.messages import WhatsAppTemplateMessage, plain_text
 from nudge.models.tables import Channel, Contact, Delivery, Message, utcnow
 from nudge.security import SecretBox
-from nudge.store import deliveries
+from nudge.store import deliveries, receipts
 from nudge.store.deliveries import DELIVERED_STATES, Claim
-from nudge.store.directory import channel_credentials
+from nudge.store.directory import channel_credentials, find_channel
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 AfterSent = Callable[[AsyncSession, Delivery], Awaitable[None]]
+# Stages (in the session's transaction) the check that tries the next fallback channel
+# when the delivery is not delivered within the minutes given.
+WatchFallback = Callable[[AsyncSession, Delivery, Channel, str, int], None]
 OnClaim = Callable[[AsyncSession], Awaitable[None]]
 
 # A try holds its lease this long and renews it while the provider is being waited on:
@@ -52,6 +61,10 @@ UNKNOWN_REASON = (
     "an earlier try may have reached the provider, which does not drop copies:"
     " not sent again (an operator can resend it)"
 )
+
+# WhatsApp's customer-service window after a contact's message.
+SERVICE_WINDOW = timedelta(hours=24)
+FALLBACK_SEPARATOR = "#fallback:"
 
 UNKNOWN_LOST = (
     "the provider's answer was lost after the message left, and it does not drop copies:"
@@ -69,6 +82,29 @@ class Sent:
     @property
     def unknown(self) -> bool:
         return self.status == "unknown"
+
+
+def webhook_url(public_url: str, tenant: str, channel: str) -> str:
+    """Where a channel's provider posts receipts and incoming messages."""
+    return f"{public_url.rstrip('/')}/v1/webhooks/{tenant}/{channel}"
+
+
+def _fallback_key(key: str, slug: str, first: str) -> str:
+    """The idempotency key of the try on ``slug`` of a send first tried on ``first``."""
+    return key if slug == first else f"{key}{FALLBACK_SEPARATOR}{slug}"
+
+
+class Refusing:
+    """A sender that refuses for good without calling anyone: the send cannot go (outside
+    WhatsApp's window), and that is recorded on its delivery like a provider's refusal."""
+
+    honours_idempotency_key = True
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    async def send(self, outbound: Outbound) -> Receipt:
+        raise ProviderRejected(self._reason)
 
 
 def outbound_json(outbound: Outbound) -> dict[str, Any]:
@@ -91,6 +127,8 @@ class Deliverer:
         egress: EgressPolicy,
         lease: timedelta = LEASE,
         lease_renewal: timedelta = LEASE_RENEWAL,
+        public_url: str | None = None,
+        watch_fallback: WatchFallback | None = None,
     ) -> None:
         self._sessions = sessions
         self._box = box
@@ -98,6 +136,8 @@ class Deliverer:
         self._http = http
         self._lease = lease
         self._lease_renewal = lease_renewal
+        self._public_url = public_url
+        self._watch_fallback = watch_fallback
 
     async def deliver(
         self,
@@ -111,13 +151,123 @@ class Deliverer:
     ) -> Sent:
         """Send ``outbound`` once. ``on_claim`` runs in the claim's transaction, before the
         provider is called (what a reply must find); ``after_sent`` in the one that records
-        the outcome. Raises ``ApplicationError`` (retryable unless the failure is final)."""
-        sender = build_sender(
-            channel.type,
-            channel.config,
-            channel_credentials(channel, self._box),
-            self._http,
-            self._egress,
+        the outcome. Raises ``ApplicationError`` (retryable unless the failure is final).
+
+        A send that fails for good goes on to the channel's `fallback` channels in order,
+        each tried once (its own delivery, keyed after this one's and linked to the try
+        before it), until one takes it."""
+        try:
+            return await self._deliver_on(
+                tenant_id, contact, channel, outbound, after_sent, on_claim, fallback_of=None
+            )
+        except ApplicationError as failure:
+            if failure.non_retryable is False or not channel.fallback:
+                raise
+            return await self._fall_back(
+                tenant_id, contact, channel, outbound, after_sent, on_claim, failure
+            )
+
+    async def fall_back_from(
+        self,
+        *,
+        tenant_id: str,
+        contact: Contact,
+        channel: Channel,
+        outbound: Outbound,
+        after: str,
+    ) -> Sent | None:
+        """The next fallback try after the channel ``after`` (a slug of ``channel``'s
+        fallback list, or ``channel`` itself): for a send that was not delivered in time.
+        None when no fallback channel is left."""
+        chain = [channel.slug, *(channel.fallback or [])]
+        rest = chain[chain.index(after) + 1 :] if after in chain else []
+        if not rest:
+            return None
+        previous_key = _fallback_key(outbound.idempotency_key, after, channel.slug)
+        return await self._try_fallbacks(
+            tenant_id, contact, outbound, None, None, rest, previous_key
+        )
+
+    async def _fall_back(
+        self,
+        tenant_id: str,
+        contact: Contact,
+        channel: Channel,
+        outbound: Outbound,
+        after_sent: AfterSent | None,
+        on_claim: OnClaim | None,
+        failure: ApplicationError,
+    ) -> Sent:
+        sent = await self._try_fallbacks(
+            tenant_id,
+            contact,
+            outbound,
+            after_sent,
+            on_claim,
+            list(channel.fallback or []),
+            outbound.idempotency_key,
+        )
+        if sent is None:
+            raise failure
+        return sent
+
+    async def _try_fallbacks(
+        self,
+        tenant_id: str,
+        contact: Contact,
+        outbound: Outbound,
+        after_sent: AfterSent | None,
+        on_claim: OnClaim | None,
+        slugs: list[str],
+        previous_key: str,
+    ) -> Sent | None:
+        """The first of ``slugs`` that takes the message; None when none does (retryable
+        failures are raised: the activity's retry comes back here by the same keys)."""
+        for slug in slugs:
+            async with read_only(self._sessions)() as session:
+                next_channel = await find_channel(session, tenant_id, slug)
+                previous = await deliveries.find_by_key(session, previous_key)
+            if next_channel is None:
+                log.warning("fallback channel %r of %s does not exist", slug, outbound.channel)
+                continue
+            key = f"{outbound.idempotency_key}{FALLBACK_SEPARATOR}{slug}"
+            try:
+                return await self._deliver_on(
+                    tenant_id,
+                    contact,
+                    next_channel,
+                    dataclasses.replace(outbound, channel=slug, idempotency_key=key),
+                    after_sent,
+                    on_claim,
+                    fallback_of=previous.id if previous is not None else None,
+                )
+            except ApplicationError as failure:
+                if failure.non_retryable is False:
+                    raise
+                previous_key = key
+        return None
+
+    async def _deliver_on(
+        self,
+        tenant_id: str,
+        contact: Contact,
+        channel: Channel,
+        outbound: Outbound,
+        after_sent: AfterSent | None,
+        on_claim: OnClaim | None,
+        fallback_of: str | None,
+    ) -> Sent:
+        outbound, refusal = await self._for_channel(channel, contact, outbound)
+        sender: ChannelSender = (
+            Refusing(refusal)
+            if refusal is not None
+            else build_sender(
+                channel.type,
+                channel.config,
+                channel_credentials(channel, self._box),
+                self._http,
+                self._egress,
+            )
         )
         claim = await self._claim(
             tenant_id,
@@ -126,6 +276,7 @@ class Deliverer:
             outbound,
             self._lease,
             on_claim,
+            fallback_of,
         )
         delivery = claim.delivery
         if not claim.leased:
@@ -151,6 +302,7 @@ class Deliverer:
         outbound: Outbound,
         lease: timedelta,
         on_claim: OnClaim | None,
+        fallback_of: str | None = None,
     ) -> Claim:
         """The delivery for this key, committed before any provider is called."""
         try:
@@ -163,6 +315,8 @@ class Deliverer:
                     channel=channel.slug,
                     lease=lease,
                     outbound=outbound_json(outbound),
+                    fallback_of=fallback_of,
+                    belongs_to=outbound.belongs_to,
                 )
                 if on_claim is not None:
                     await on_claim(session)
@@ -228,8 +382,60 @@ class Deliverer:
                 f"{channel.slug}: {exc}", type=type(exc).__name__, non_retryable=not exc.retryable
             ) from exc
         async with transaction(self._sessions) as session:
-            await deliveries.mark_sent(session, delivery.id, receipt.response)
+            await deliveries.mark_sent(
+                session,
+                delivery.id,
+                receipt.response,
+                provider_message_id=receipt.provider_message_id,
+                segments=receipt.segments,
+            )
+            if receipt.provider_message_id is not None:
+                delivery = await session.get_one(Delivery, delivery.id, populate_existing=True)
+                await receipts.apply_waiting(session, delivery)
+            if (
+                channel.fallback_after_minutes is not None
+                and channel.fallback
+                and delivery.fallback_of is None
+                and self._watch_fallback is not None
+            ):
+                # In the transaction that says `sent`: the watch cannot be lost in a crash.
+                # Only a first try is watched: its watch follows the whole fallback list.
+                self._watch_fallback(
+                    session, delivery, channel, outbound.tenant, channel.fallback_after_minutes
+                )
         return "sent"
+
+    async def _for_channel(
+        self, channel: Channel, contact: Contact, outbound: Outbound
+    ) -> tuple[Outbound, str | None]:
+        """The message as this channel can take it, and why it cannot at all (or None).
+
+        WhatsApp takes free-form messages only within 24 hours of the contact's last
+        message on that number; outside, the message's `outside_window` template goes
+        instead, and without one the send fails for good. SMS gets Nudge's receipt URL.
+        """
+        if channel.type == "sms" and self._public_url is not None:
+            outbound = dataclasses.replace(
+                outbound,
+                status_callback_url=webhook_url(self._public_url, outbound.tenant, channel.slug),
+            )
+        if channel.type != "whatsapp" or isinstance(outbound.message, WhatsAppTemplateMessage):
+            return outbound, None
+        async with read_only(self._sessions)() as session:
+            last = await receipts.last_incoming_at(session, contact.id, channel.slug)
+        if last is not None and utcnow() - last < SERVICE_WINDOW:
+            return outbound, None
+        template = outbound.message.outside_window
+        if template is None:
+            return outbound, (
+                "outside WhatsApp's 24-hour customer-service window (the contact has not"
+                " written to this number in the last 24 hours): only a template may be sent,"
+                " and the message gives none in `outside_window`"
+            )
+        as_template = WhatsAppTemplateMessage.model_construct(
+            kind="whatsapp_template", template=template
+        )
+        return dataclasses.replace(outbound, message=as_template), None
 
     async def _holding_lease(self, delivery: Delivery, call: Awaitable[T]) -> T:
         """``call``'s result; meanwhile the lease is renewed, so no other try sends."""

@@ -225,4 +225,11 @@ class ChannelPublic(BaseModel):
     type: str
     config: dict[str, Any] = Field(description="The configuration, without credentials.")
     credentials_set: list[str] = Field(description="Which credentials are stored (never shown).")
+    fallback: list[str] = Field(default=[], description="Tried in order when a send fails.")
+    fallback_after_minutes: int | None = None
+    webhook_url: str | None = Field(
+        default=None,
+        description="WhatsApp and SMS: the URL to give the provider for receipts and"
+        " incoming messages.",
+    )
     updated_at: datetime

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import available_timezones
@@ -10,10 +9,10 @@ from zoneinfo import available_timezones
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from nudge.models.email_address import EmailAddress
+from nudge.models.phones import e164, whatsapp_id
 from nudge.models.secret_hosts import MAX_ALLOWED_HOSTS, AllowedHosts
 
 EXTERNAL_ID = Annotated[str, Field(min_length=1, max_length=200)]
-_PHONE = re.compile(r"^\+?[0-9]{6,15}$")
 
 
 class ContactPut(BaseModel):
@@ -31,7 +30,12 @@ class ContactPut(BaseModel):
     name: Annotated[str, Field(max_length=200)] | None = None
     email: EmailAddress | None = None
     phone: Annotated[str, Field(max_length=40)] | None = Field(
-        default=None, description="E.164, e.g. +34600111222."
+        default=None,
+        description="An international number; stored as E.164, e.g. +34600111222.",
+    )
+    whatsapp_id: Annotated[str, Field(max_length=32)] | None = Field(
+        default=None,
+        description="The contact's WhatsApp id (`wa_id`, digits) when it is not the phone's.",
     )
     chat_id: Annotated[str, Field(max_length=200)] | None = None
     timezone: Annotated[str, Field(max_length=64)] | None = Field(
@@ -44,12 +48,12 @@ class ContactPut(BaseModel):
     @field_validator("phone")
     @classmethod
     def _phone_is_e164(cls, phone: str | None) -> str | None:
-        if phone is None:
-            return None
-        compact = re.sub(r"[\s().-]", "", phone)
-        if not _PHONE.match(compact):
-            raise ValueError("phone must be an international number such as +34600111222")
-        return compact
+        return None if phone is None else e164(phone)
+
+    @field_validator("whatsapp_id")
+    @classmethod
+    def _whatsapp_id_is_digits(cls, value: str | None) -> str | None:
+        return None if value is None else whatsapp_id(value)
 
     @field_validator("timezone")
     @classmethod
@@ -64,6 +68,7 @@ class ContactPublic(BaseModel):
     name: str | None
     email: str | None
     phone: str | None
+    whatsapp_id: str | None
     chat_id: str | None
     timezone: str | None
     attributes: dict[str, Any]

@@ -78,3 +78,39 @@ class AssignmentEvent(BaseModel):
 class AssignmentAccepted(BaseModel):
     status: Literal["accepted", "duplicate"] = "accepted"
     journeys_notified: list[str] = Field(description="Journeys in progress that got it.")
+
+
+class ReceiptEvent(BaseModel):
+    """What a webhook channel's receiver says became of a message Nudge posted to it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "idempotency_key": "notification:6f1c…",
+                    "status": "delivered",
+                    "at": "2026-12-01T10:00:05Z",
+                }
+            ]
+        },
+    )
+
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=500)] = Field(
+        description="The `Idempotency-Key` header (and body field) of the POST Nudge made."
+    )
+    status: Literal["delivered", "read", "failed"]
+    at: datetime | None = Field(default=None, description="When it happened; default now.")
+    error: Annotated[str, Field(max_length=2_000)] | None = Field(
+        default=None, description="Why it failed (with `failed`)."
+    )
+    error_code: Annotated[str, Field(max_length=40)] | None = None
+
+
+class ReceiptAccepted(BaseModel):
+    status: Literal["accepted", "unknown_message"] = Field(
+        description="`unknown_message`: no delivery of this tenant has the key; nothing changed."
+    )
+    delivery_status: str | None = Field(
+        default=None, description="The delivery's status after this receipt."
+    )

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from nudge.models.channels import CHANNEL_SLUG, LAST_USED
+from nudge.models.deliveries import DeliveryState
 from nudge.models.integrations import (
     Action,
     Integration,
@@ -467,6 +468,11 @@ class FollowUpRecordPublic(BaseModel):
     end_reason: str | None
     first_seen_at: datetime
     ended_at: datetime | None
+    deliveries: list[DeliveryState] = Field(
+        default=[],
+        description="In lists: the record's newest reminders (up to 20), each with what its"
+        " provider said of it (delivered, read, failed, replied).",
+    )
 
 
 class RecordStop(BaseModel):

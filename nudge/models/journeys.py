@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nudge.models.channels import CHANNEL_SLUG, LAST_USED
+from nudge.models.deliveries import DeliveryState
 from nudge.models.integrations import INTEGRATION_NAME, Integration
 from nudge.models.messages import MessageTemplate
 from nudge.models.template_context import JOURNEY_NAMES, unknown_names
@@ -461,6 +462,11 @@ class EnrollmentPublic(BaseModel):
     ended_at: datetime | None
     ended_by: str | None
     end_reason: str | None
+    deliveries: list[DeliveryState] = Field(
+        default=[],
+        description="In lists: the messages the journey sent the contact (newest 20), each"
+        " with what its provider said of it (delivered, read, failed, replied).",
+    )
 
 
 class JourneyVersionPublic(JourneyDefinition):

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nudge.models.channels import CHANNEL_SLUG, LAST_USED
+from nudge.models.deliveries import DeliveryState
 from nudge.models.directory import EXTERNAL_ID
 from nudge.models.messages import MessageTemplate
 from nudge.models.template_context import NOTIFICATION_NAMES, unknown_names
@@ -52,6 +53,11 @@ class NotificationPublic(BaseModel):
     status: NotificationStatus
     error: str | None = Field(description="Why it failed, with the provider's answer.")
     delivered_on: str | None = Field(description="The channel it was sent on.")
+    delivery: DeliveryState | None = Field(
+        default=None,
+        description="The send and what the provider said of it since (delivered, read,"
+        " failed, replied), with any fallback tries.",
+    )
     message: dict[str, Any]
     workflow_id: str
     created_at: datetime

@@ -174,6 +174,27 @@ class ResendResult(BaseModel):
     status: str
 
 
+class FallbackWatchInput(BaseModel):
+    """Watch a sent delivery; when it is not delivered in time, try the next channel."""
+
+    tenant_id: str
+    delivery_id: str  # the first try's delivery: its channel's fallback list is followed
+    after_minutes: int
+    time_scale: float = 1.0
+
+
+class FallbackStepInput(BaseModel):
+    tenant_id: str
+    first_delivery_id: str
+    watched_delivery_id: str  # the try being waited on (the first, or a fallback try)
+
+
+class FallbackStepResult(BaseModel):
+    # The fallback try just made, to be watched in turn; None: nothing more to try.
+    next_delivery_id: str | None
+    outcome: str  # what became of the watched try, or why nothing more is tried
+
+
 # Journeys -----------------------------------------------------------------------------
 
 

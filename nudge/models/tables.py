@@ -184,6 +184,7 @@ class Delivery(Base):
         Index("ix_deliveries_provider_message", "tenant_id", "channel", "provider_message_id"),
         Index("ix_deliveries_contact_channel", "contact_id", "channel", "created_at"),
         Index("ix_deliveries_fallback_of", "fallback_of"),
+        Index("ix_deliveries_belongs_to", "belongs_to", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -213,6 +214,8 @@ class Delivery(Base):
     replied_at: Mapped[datetime | None] = mapped_column()
     # A fallback try: the delivery on the channel before it that failed or was not delivered.
     fallback_of: Mapped[str | None] = mapped_column(String(32))
+    # What sent it: `notification:<id>`, `record:<id>` or `enrollment:<id>`.
+    belongs_to: Mapped[str | None] = mapped_column(String(80))
     updated_at: Mapped[datetime | None] = mapped_column()
 
 

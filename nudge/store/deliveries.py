@@ -57,6 +57,8 @@ async def add_delivery(
     channel: str,
     lease: timedelta,
     outbound: dict[str, Any] | None = None,
+    fallback_of: str | None = None,
+    belongs_to: str | None = None,
 ) -> Delivery:
     """A new delivery, `sending` on its first try and leased to it; ``IntegrityError`` when
     the key is taken."""
@@ -70,6 +72,8 @@ async def add_delivery(
         tries=1,
         leased_until=now + lease,
         outbound=outbound,
+        fallback_of=fallback_of,
+        belongs_to=belongs_to,
         updated_at=now,
     )
     session.add(delivery)
@@ -142,7 +146,14 @@ def _in_flight(delivery: Delivery) -> Claim:
     )
 
 
-async def mark_sent(session: AsyncSession, delivery_id: str, response: dict[str, Any]) -> bool:
+async def mark_sent(
+    session: AsyncSession,
+    delivery_id: str,
+    response: dict[str, Any],
+    *,
+    provider_message_id: str | None = None,
+    segments: int | None = None,
+) -> bool:
     """The provider took it. Also over `unknown`: a late answer is better knowledge.
     False when it was already sent (or further along)."""
     now = utcnow()
@@ -151,6 +162,8 @@ async def mark_sent(session: AsyncSession, delivery_id: str, response: dict[str,
         and_(Delivery.id == delivery_id, Delivery.status.not_in(DELIVERED_STATES)),
         status="sent",
         provider_response=response,
+        provider_message_id=provider_message_id,
+        segments=segments,
         error=None,
         sent_at=now,
         leased_until=None,
@@ -254,3 +267,31 @@ async def resends_of(
         select(Delivery).where(Delivery.tenant_id == tenant_id, Delivery.idempotency_key.in_(keys))
     )
     return {row.idempotency_key.removesuffix(RESEND_SUFFIX): row for row in rows.scalars()}
+
+
+async def fallbacks_of(session: AsyncSession, delivery_ids: list[str]) -> dict[str, list[Delivery]]:
+    """The fallback tries made after each of these deliveries, in the order they were made
+    (a try's own fallback follows it), by the first delivery's id."""
+    chains: dict[str, list[Delivery]] = {}
+    frontier = {delivery_id: delivery_id for delivery_id in delivery_ids}
+    while frontier:
+        rows = await session.execute(
+            select(Delivery)
+            .where(Delivery.fallback_of.in_(list(frontier)))
+            .order_by(Delivery.created_at)
+        )
+        found = list(rows.scalars())
+        next_frontier: dict[str, str] = {}
+        for row in found:
+            first = frontier[row.fallback_of or ""]
+            chains.setdefault(first, []).append(row)
+            next_frontier[row.id] = first
+        frontier = next_frontier
+    return chains
+
+
+async def find_by_key(session: AsyncSession, idempotency_key: str) -> Delivery | None:
+    found = await session.execute(
+        select(Delivery).where(Delivery.idempotency_key == idempotency_key)
+    )
+    return found.scalar_one_or_none()

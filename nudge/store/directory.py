@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from typing import Final
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nudge.errors import InvalidInput, NotFound
 from nudge.models.channels import ChannelPut, split_credentials
 from nudge.models.directory import ContactPut
+from nudge.models.phones import e164
 from nudge.models.secret_hosts import SecretUse, SecretValues, host_problems, placement_problems
 from nudge.models.tables import Channel, Contact, Group, GroupMember, Secret, utcnow
 from nudge.models.validation import Loc
@@ -103,6 +105,7 @@ async def put_channel(
     session: AsyncSession, tenant_id: str, slug: str, data: ChannelPut, box: SecretBox
 ) -> Channel:
     config, credentials = split_credentials(data)
+    await _check_fallback(session, tenant_id, slug, data.fallback)
     channel = await find_channel(session, tenant_id, slug)
     if channel is None:
         channel = Channel(tenant_id=tenant_id, slug=slug)
@@ -110,9 +113,34 @@ async def put_channel(
     channel.type = data.type
     channel.config = config
     channel.sealed_credentials = box.seal(json.dumps(credentials)) if credentials else None
+    channel.fallback = list(data.fallback) or None
+    channel.fallback_after_minutes = data.fallback_after_minutes
     channel.updated_at = utcnow()
     await session.flush()
     return channel
+
+
+async def _check_fallback(
+    session: AsyncSession, tenant_id: str, slug: str, fallback: Sequence[str]
+) -> None:
+    """Every fallback channel is another channel of the tenant (a 422 names the entry)."""
+    found = set(
+        (
+            await session.execute(
+                select(Channel.slug).where(
+                    Channel.tenant_id == tenant_id, Channel.slug.in_(list(fallback))
+                )
+            )
+        ).scalars()
+    )
+    problems: list[tuple[Loc, str]] = []
+    for i, name in enumerate(fallback):
+        if name == slug:
+            problems.append((("body", "fallback", i), "a channel cannot fall back on itself"))
+        elif name not in found:
+            problems.append((("body", "fallback", i), f"no channel {name!r}"))
+    if problems:
+        raise InvalidInput(problems)
 
 
 async def find_channel(session: AsyncSession, tenant_id: str, slug: str) -> Channel | None:
@@ -243,6 +271,10 @@ async def find_contact_by(
     """A contact of the tenant whose ``field`` (``external_id``, ``email``, ``phone``) is
     ``value``; None when there is none."""
     column = getattr(Contact, field)
+    if field == "phone" and isinstance(value, str):
+        # Stored as E.164; an ITSM may write the same number with spaces or a 00 prefix.
+        with contextlib.suppress(ValueError):
+            value = e164(value)
     result = await session.execute(
         select(Contact).where(Contact.tenant_id == tenant_id, column == value).limit(1)
     )
@@ -298,3 +330,34 @@ async def secret_problems(
         if name not in hosts
     ]
     return problems + placement_problems(uses) + host_problems(uses, hosts)
+
+
+async def find_contact_by_phone(
+    session: AsyncSession, tenant_id: str, phone: str, whatsapp_id: str | None = None
+) -> Contact | None:
+    """The contact a provider's message comes from: by WhatsApp id first (it may differ
+    from the phone), then by phone; the oldest when several share a number."""
+    conditions = [Contact.phone == phone]
+    if whatsapp_id is not None:
+        conditions.insert(0, Contact.whatsapp_id == whatsapp_id)
+    for condition in conditions:
+        found = await session.execute(
+            select(Contact)
+            .where(Contact.tenant_id == tenant_id, condition)
+            .order_by(Contact.created_at, Contact.id)
+            .limit(1)
+        )
+        contact = found.scalar_one_or_none()
+        if contact is not None:
+            return contact
+    return None
+
+
+async def add_contact_for_phone(
+    session: AsyncSession, tenant_id: str, phone: str, name: str | None
+) -> Contact:
+    """A contact for a number nobody in the directory has: its external id is the number."""
+    contact = Contact(tenant_id=tenant_id, external_id=phone, phone=phone, name=name)
+    session.add(contact)
+    await session.flush()
+    return contact

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from nudge.activities.delivery_fallback import DeliveryFallbackActivities
 from nudge.activities.delivery_resend import DeliveryResendActivities
 from nudge.activities.followup_poller import FollowUpPollerActivities
 from nudge.activities.followup_record import FollowUpRecordActivities
@@ -25,11 +26,13 @@ from nudge.egress import EgressPolicy, tenant_http_client
 from nudge.messaging.delivery import Deliverer
 from nudge.metrics import use_temporal_runtime
 from nudge.models.db import create_engine, session_factory
+from nudge.runs.fallbacks import FallbackWatcher
 from nudge.security import ActionTokens, SecretBox
 from nudge.settings import Settings
 from nudge.temporal_client import connect
 from nudge.workers.metrics_server import serve_metrics
 from nudge.workers.relay import outbox_relay
+from nudge.workflows.delivery_fallback import DeliveryFallbackWorkflow
 from nudge.workflows.delivery_resend import DeliveryResendWorkflow
 from nudge.workflows.followup_poller import FollowUpPollerWorkflow
 from nudge.workflows.followup_record import FollowUpRecordWorkflow
@@ -48,6 +51,7 @@ WORKFLOWS: Sequence[type] = (
     JourneyEnrollmentWorkflow,
     JourneyStopAllWorkflow,
     DeliveryResendWorkflow,
+    DeliveryFallbackWorkflow,
 )
 
 
@@ -61,7 +65,14 @@ def activities_for(
     box: SecretBox,
     http: httpx.AsyncClient,
 ) -> list[Any]:
-    deliverer = Deliverer(sessions, box, http, egress_policy(settings))
+    deliverer = Deliverer(
+        sessions,
+        box,
+        http,
+        egress_policy(settings),
+        public_url=settings.public_url,
+        watch_fallback=FallbackWatcher(settings),
+    )
     notifications = NotificationActivities(sessions, deliverer)
     poller = FollowUpPollerActivities(sessions, box, http, task_queue=settings.task_queue)
     records = FollowUpRecordActivities(
@@ -94,6 +105,7 @@ def activities_for(
         journeys.end_enrollment,
         journeys.eject_enrollments,
         DeliveryResendActivities(sessions, deliverer).resend_delivery,
+        DeliveryFallbackActivities(sessions, deliverer).fall_back_if_undelivered,
     ]
 
 

@@ -13,6 +13,7 @@ from nudge.models.pages import Page
 from nudge.models.tables import Delivery
 from nudge.runs.deliveries import start_resend
 from nudge.store.deliveries import deliveries_page, find_delivery, resends_of
+from nudge.store.delivery_states import states_of
 from nudge.store.directory import external_id_of
 
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
@@ -67,15 +68,11 @@ async def resend(
 
 
 async def _public(session: SessionDep, row: Delivery, resent: Delivery | None) -> DeliveryPublic:
+    (state,) = await states_of(session, [row])
     return DeliveryPublic(
-        id=row.id,
+        **state.model_dump(),
         idempotency_key=row.idempotency_key,
         contact_id=await external_id_of(session, row.contact_id),
-        channel=row.channel,
-        status=row.status,
         tries=row.tries,
-        error=row.error,
-        created_at=row.created_at,
-        sent_at=row.sent_at,
         resend=ResendPublic(id=resent.id, status=resent.status) if resent else None,
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Depends, status
 from sqlalchemy.exc import IntegrityError
@@ -19,32 +18,30 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nudge.api.deps import ServiceDep, SessionDep, SettingsDep
 from nudge.api.rate_limits import RATE_LIMITED, limit_events
 from nudge.api.relay import RelayDep
-from nudge.errors import Conflict, InvalidInput
+from nudge.errors import InvalidInput
 from nudge.metrics import EventKind, count_event, count_redelivery
 from nudge.models.events import (
     AssignmentAccepted,
     AssignmentEvent,
     MessageEvent,
     MessageEventAccepted,
+    ReceiptAccepted,
+    ReceiptEvent,
 )
-from nudge.models.payloads import Ending, JourneyAssignment, JourneyMessage
-from nudge.models.signals import JOURNEY_ASSIGNMENT, JOURNEY_MESSAGE, REPLY_TO_RECORD
-from nudge.models.tables import Contact, Journey, OutboxEntry
-from nudge.runs.followups import stage_record_signal
-from nudge.runs.journeys import stage_signal, stage_start
+from nudge.models.payloads import JourneyAssignment
+from nudge.models.signals import JOURNEY_ASSIGNMENT
+from nudge.models.tables import Contact, utcnow
+from nudge.runs.incoming import stage_message
+from nudge.runs.journeys import stage_signal
 from nudge.runs.outbox import Relay
-from nudge.settings import Settings
-from nudge.store.deliveries import is_own_delivery
+from nudge.store.deliveries import find_by_key, is_own_delivery
 from nudge.store.directory import find_contact
 from nudge.store.journeys import (
     active_enrollments_of_contact,
-    create_enrollment,
-    journeys_triggered_by,
 )
 from nudge.store.messages import add_event_message
 from nudge.store.outbox import has_event, pending_of_event
-from nudge.store.records import records_reminding
-from nudge.store.tenants import Principal
+from nudge.store.receipts import record_own_receipt
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +52,6 @@ router = APIRouter(
     dependencies=[Depends(limit_events)],
     responses=RATE_LIMITED,
 )
-
-
-@dataclass
-class _Staged:
-    """What an accepted event is to tell Temporal, and whom."""
-
-    entries: list[OutboxEntry] = field(default_factory=list)
-    notified: list[str] = field(default_factory=list)
-    started: list[str] = field(default_factory=list)
 
 
 @router.post("/messages", status_code=status.HTTP_202_ACCEPTED)
@@ -89,7 +77,9 @@ async def message_event(
     if not await add_event_message(session, principal.tenant_id, contact, event):
         await _finish_earlier_try(session, relay, principal.tenant_id, key, "message")
         return duplicate
-    staged = await _stage_message(session, settings, principal, contact, event, key)
+    staged = await stage_message(
+        session, settings, principal.tenant_id, principal.tenant_slug, contact, event, key
+    )
     try:
         await session.commit()
     except IntegrityError:  # the same message_id, posted twice at once: the other one won
@@ -148,6 +138,30 @@ async def assignment_event(
     return AssignmentAccepted(journeys_notified=notified)
 
 
+@router.post("/receipts", status_code=status.HTTP_202_ACCEPTED)
+async def receipt_event(
+    event: ReceiptEvent, principal: ServiceDep, session: SessionDep
+) -> ReceiptAccepted:
+    """A receipt from a webhook channel's receiver: the message Nudge posted with this
+    `Idempotency-Key` was delivered, read or failed. Out-of-order receipts never move a
+    delivery back; a repeat changes nothing."""
+    delivery = await find_by_key(session, event.idempotency_key)
+    if delivery is None or delivery.tenant_id != principal.tenant_id:
+        return ReceiptAccepted(status="unknown_message")
+    await record_own_receipt(
+        session,
+        delivery,
+        event.status,
+        event.at or utcnow(),
+        error_code=event.error_code,
+        error=event.error,
+    )
+    await session.commit()
+    await session.refresh(delivery)
+    count_event("receipt", "accepted")
+    return ReceiptAccepted(status="accepted", delivery_status=delivery.status)
+
+
 async def _contact(session: AsyncSession, tenant_id: str, external_id: str) -> Contact:
     contact = await find_contact(session, tenant_id, external_id)
     if contact is None:
@@ -168,93 +182,3 @@ async def _finish_earlier_try(
     if pending:
         count_redelivery(kind)
         await relay.relay_ids(pending, by="retry")
-
-
-async def _stage_message(
-    session: AsyncSession,
-    settings: Settings,
-    principal: Principal,
-    contact: Contact,
-    event: MessageEvent,
-    key: str,
-) -> _Staged:
-    """What the message means: a reply to every record that reminded the contact, an event
-    for each of their journeys in progress, and, when it comes from the contact, the start of
-    every journey it triggers."""
-    staged = _Staged()
-    if event.direction == "incoming":
-        reply = Ending(by=f"contact {event.contact_id}", reason="replied")
-        for record in await records_reminding(session, contact.id):
-            # The run decides what a reply means for it (`exit.on_reply`).
-            staged.entries.append(
-                stage_record_signal(
-                    session, principal.tenant_slug, record, REPLY_TO_RECORD, reply, event_key=key
-                )
-            )
-    # Read before anything starts: a journey this message starts does not get it as well.
-    active = await active_enrollments_of_contact(session, principal.tenant_id, contact.id)
-    triggered = (
-        await journeys_triggered_by(session, principal.tenant_id, contact.id, event.text)
-        if event.direction == "incoming"
-        else []
-    )
-    for enrollment, _journey in active:
-        message = JourneyMessage(
-            direction=event.direction,
-            channel=event.channel,
-            text=event.text,
-            message_id=event.message_id,
-            enrollment_id=enrollment.id,
-        )
-        staged.entries.append(
-            stage_signal(
-                session,
-                principal.tenant_id,
-                principal.tenant_slug,
-                enrollment.journey_id,
-                event.contact_id,
-                JOURNEY_MESSAGE,
-                message,
-                event_key=key,
-            )
-        )
-        staged.notified.append(enrollment.journey_id)
-    for journey_id in triggered:
-        start = await _stage_enrollment(session, settings, principal, contact, journey_id, event)
-        if start is not None:
-            staged.entries.append(start)
-            staged.started.append(journey_id)
-    return staged
-
-
-async def _stage_enrollment(
-    session: AsyncSession,
-    settings: Settings,
-    principal: Principal,
-    contact: Contact,
-    journey_id: str,
-    event: MessageEvent,
-) -> OutboxEntry | None:
-    """Enroll the contact in a journey the message triggers; None when someone else was
-    quicker (the enrollment is made in a savepoint, so the message itself still commits)."""
-    journey = await session.get(Journey, journey_id)
-    if journey is None:
-        return None
-    try:
-        # The message that started it, for templates (`{{ variables.trigger_message }}`).
-        enrollment = await create_enrollment(
-            session, journey, contact, {"trigger_message": event.text}
-        )
-        await session.flush()
-    except Conflict as exc:
-        log.info("journey %s not started for %r: %s", journey_id, event.contact_id, exc)
-        return None
-    return stage_start(
-        session,
-        settings,
-        principal.tenant_slug,
-        journey,
-        enrollment,
-        event.contact_id,
-        event_key=f"message:{event.message_id}",
-    )

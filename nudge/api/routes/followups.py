@@ -29,6 +29,7 @@ from nudge.models.pages import Page
 from nudge.models.payloads import Ending
 from nudge.models.signals import POLL_NOW, STOP_RECORD, PollNow
 from nudge.runs.followups import signal_poller, stage_poll_now, stage_record_signal, stage_status
+from nudge.store.delivery_states import states_belonging_to
 from nudge.store.followup_definitions import (
     create_followup,
     followups_page,
@@ -299,10 +300,16 @@ async def records(
     """The records this follow-up has found (first found first), with their state and data."""
     followup = await get_followup(session, principal.tenant_id, followup_id)
     rows, next_cursor = await records_page(session, principal.tenant_id, followup.id, page)
-    return Page[FollowUpRecordPublic](
-        items=[FollowUpRecordPublic.model_validate(r, from_attributes=True) for r in rows],
-        next_cursor=next_cursor,
+    sends = await states_belonging_to(
+        session, principal.tenant_id, [f"record:{r.id}" for r in rows]
     )
+    items = [
+        FollowUpRecordPublic.model_validate(r, from_attributes=True).model_copy(
+            update={"deliveries": sends.get(f"record:{r.id}", [])}
+        )
+        for r in rows
+    ]
+    return Page[FollowUpRecordPublic](items=items, next_cursor=next_cursor)
 
 
 @router.post(

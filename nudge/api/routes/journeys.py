@@ -36,6 +36,7 @@ from nudge.models.payloads import Ending
 from nudge.models.signals import STOP_ENROLLMENT
 from nudge.models.tables import Journey
 from nudge.runs.journeys import enroll, stage_signal, stop_all
+from nudge.store.delivery_states import states_belonging_to
 from nudge.store.directory import get_contact
 from nudge.store.journey_references import (
     check_journey_references,
@@ -269,7 +270,16 @@ async def read_enrollments(
     """The journey's enrollments, newest first: who is where, and how each one ended."""
     journey = await get_journey(session, principal.tenant_id, journey_id)
     items, next_cursor = await enrollments_of_journey(session, journey, state, page)
-    return Page[EnrollmentPublic](items=items, next_cursor=next_cursor)
+    return Page[EnrollmentPublic](
+        items=await _with_deliveries(session, principal.tenant_id, items), next_cursor=next_cursor
+    )
+
+
+async def _with_deliveries(
+    session: SessionDep, tenant_id: str, items: list[EnrollmentPublic]
+) -> list[EnrollmentPublic]:
+    sends = await states_belonging_to(session, tenant_id, [f"enrollment:{e.id}" for e in items])
+    return [e.model_copy(update={"deliveries": sends.get(f"enrollment:{e.id}", [])}) for e in items]
 
 
 # The inbox -----------------------------------------------------------------------------------
@@ -291,7 +301,9 @@ async def read_contact_journeys(
     items, next_cursor = await contact_journeys(
         session, principal.tenant_id, contact, page, include_ended=include_ended
     )
-    return Page[EnrollmentPublic](items=items, next_cursor=next_cursor)
+    return Page[EnrollmentPublic](
+        items=await _with_deliveries(session, principal.tenant_id, items), next_cursor=next_cursor
+    )
 
 
 @contact_router.post(

@@ -8,10 +8,12 @@ from fastapi import APIRouter, Depends, Header, Path, Response, status
 
 from nudge.api.deps import ServiceDep, SessionDep, SessionsDep, SettingsDep, TemporalDep
 from nudge.api.rate_limits import RATE_LIMITED, limit_notifications
+from nudge.models.deliveries import DeliveryState
 from nudge.models.notifications import NotificationCreate, NotificationPublic
 from nudge.models.tables import Notification
 from nudge.naming import notification_workflow_id
 from nudge.runs.notifications import queue_notification
+from nudge.store.delivery_states import states_belonging_to
 from nudge.store.directory import external_id_of
 from nudge.store.notifications import get_notification
 
@@ -30,8 +32,11 @@ IdempotencyKey = Annotated[
 ]
 
 
-def notification_public(n: Notification, contact: str, tenant: str) -> NotificationPublic:
+def notification_public(
+    n: Notification, contact: str, tenant: str, delivery: DeliveryState | None = None
+) -> NotificationPublic:
     return NotificationPublic(
+        delivery=delivery,
         id=n.id,
         contact_id=contact,
         channel=n.channel,
@@ -83,4 +88,7 @@ async def read_notification(
     an operator resends the delivery)."""
     notification = await get_notification(session, principal.tenant_id, notification_id)
     external_id = await external_id_of(session, notification.contact_id)
-    return notification_public(notification, external_id, principal.tenant_slug)
+    owner = f"notification:{notification.id}"
+    states = await states_belonging_to(session, principal.tenant_id, [owner])
+    delivery = states.get(owner, [None])[0]
+    return notification_public(notification, external_id, principal.tenant_slug, delivery)

@@ -43,6 +43,9 @@ class Outbound:
     # Where the provider posts delivery receipts for this message (Nudge's webhook URL of
     # the channel), for providers that take it per message (Twilio's StatusCallback).
     status_callback_url: str | None = None
+    # What sends it (`notification:<id>`, `record:<id>`, `enrollment:<id>`): where its
+    # delivery states are shown.
+    belongs_to: str | None = None
 
 
 @dataclass(frozen=True)

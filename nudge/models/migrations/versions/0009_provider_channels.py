@@ -42,6 +42,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("failed_at", WHEN, nullable=True))
         batch.add_column(sa.Column("replied_at", WHEN, nullable=True))
         batch.add_column(sa.Column("fallback_of", sa.String(length=32), nullable=True))
+        batch.add_column(sa.Column("belongs_to", sa.String(length=80), nullable=True))
+        batch.create_index("ix_deliveries_belongs_to", ["belongs_to", "created_at"])
         batch.create_index(
             "ix_deliveries_provider_message", ["tenant_id", "channel", "provider_message_id"]
         )
@@ -74,10 +76,12 @@ def downgrade() -> None:
     op.drop_index("ix_receipts_unmatched", table_name="receipts")
     op.drop_table("receipts")
     with op.batch_alter_table("deliveries") as batch:
+        batch.drop_index("ix_deliveries_belongs_to")
         batch.drop_index("ix_deliveries_fallback_of")
         batch.drop_index("ix_deliveries_contact_channel")
         batch.drop_index("ix_deliveries_provider_message")
         for column in (
+            "belongs_to",
             "fallback_of",
             "replied_at",
             "failed_at",

@@ -1,0 +1,53 @@
+"""The watch on a sent delivery whose channel falls back after a time (an outbox start)."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nudge.models.payloads import FallbackWatchInput
+from nudge.models.tables import Channel, Delivery
+from nudge.naming import (
+    DELIVERY_FALLBACK_WORKFLOW,
+    Kind,
+    delivery_fallback_workflow_id,
+    search_attributes,
+)
+from nudge.runs.outbox import start_options
+from nudge.settings import Settings
+from nudge.store import outbox
+
+
+class FallbackWatcher:
+    """Stages, in the transaction that records a send `sent`, the run that checks after
+    the channel's `fallback_after_minutes` whether it was delivered (and falls back if not).
+    Relayed by the workers' outbox relay, so a crash right after the send loses nothing."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def __call__(
+        self,
+        session: AsyncSession,
+        delivery: Delivery,
+        channel: Channel,
+        tenant_slug: str,
+        after_minutes: int,
+    ) -> None:
+        outbox.add_start(
+            session,
+            tenant_id=delivery.tenant_id,
+            workflow=DELIVERY_FALLBACK_WORKFLOW,
+            workflow_id=delivery_fallback_workflow_id(tenant_slug, delivery.id),
+            arg=FallbackWatchInput(
+                tenant_id=delivery.tenant_id,
+                delivery_id=delivery.id,
+                after_minutes=after_minutes,
+                time_scale=self._settings.time_scale,
+            ),
+            options=start_options(
+                self._settings.task_queue,
+                search_attributes(tenant_slug, Kind.DELIVERY_FALLBACK),
+                f"Fallback watch on delivery {delivery.id} ({channel.slug}, {after_minutes} min)",
+                conflict="use_existing",
+            ),
+        )
