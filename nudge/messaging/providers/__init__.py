@@ -1,0 +1,1 @@
+"""Providers' webhooks: each module checks a provider's signature and reads its bodies."""
