@@ -50,7 +50,13 @@ class DeliveryFallbackActivities:
             return FallbackStepResult(
                 next_delivery_id=None, outcome=f"{watched.status}; no fallback channel left"
             )
-        return FallbackStepResult(next_delivery_id=sent.delivery_id, outcome=watched.status)
+        async with read_only(self._sessions)() as session:
+            made = await find_delivery(session, request.tenant_id, sent.delivery_id)
+        chain = [channel.slug, *(channel.fallback or [])]
+        last = made is None or made.channel == chain[-1]
+        return FallbackStepResult(
+            next_delivery_id=sent.delivery_id, outcome=watched.status, last=last
+        )
 
 
 def _outbound(tenant: Tenant, first: Delivery) -> Outbound:

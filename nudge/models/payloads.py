@@ -193,6 +193,8 @@ class FallbackStepResult(BaseModel):
     # The fallback try just made, to be watched in turn; None: nothing more to try.
     next_delivery_id: str | None
     outcome: str  # what became of the watched try, or why nothing more is tried
+    # The try just made is on the last fallback channel: nothing to wait for after it.
+    last: bool = False
 
 
 # Journeys -----------------------------------------------------------------------------

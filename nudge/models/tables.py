@@ -242,6 +242,7 @@ class DeliveryReceipt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     delivery_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class Message(Base):

@@ -50,4 +50,5 @@ class FallbackWatcher:
                 f"Fallback watch on delivery {delivery.id} ({channel.slug}, {after_minutes} min)",
                 conflict="use_existing",
             ),
+            relayed_inline=False,
         )

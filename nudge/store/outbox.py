@@ -47,9 +47,15 @@ def add_start(
     arg: BaseModel,
     options: dict[str, Any],
     event_key: str | None = None,
+    relayed_inline: bool = True,
 ) -> OutboxEntry:
-    """Start ``workflow`` with ``arg`` once the transaction commits."""
-    return _add(session, tenant_id, "start", workflow_id, workflow, arg, options, event_key, None)
+    """Start ``workflow`` with ``arg`` once the transaction commits. Without
+    ``relayed_inline`` (a writer that does not relay its own entries) the workers' relays
+    take it at once instead of after the writer's lease."""
+    entry = _add(session, tenant_id, "start", workflow_id, workflow, arg, options, event_key, None)
+    if not relayed_inline:
+        entry.leased_until = None
+    return entry
 
 
 def add_signal(

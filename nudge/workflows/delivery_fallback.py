@@ -49,3 +49,10 @@ class DeliveryFallbackWorkflow:
                 return outcome
             tries += 1
             watched = step.next_delivery_id
+            if step.last:
+                outcome = (
+                    f"Sent on the last fallback channel as delivery {watched};"
+                    f" {tries} fallback tries"
+                )
+                workflow.set_current_details(outcome)
+                return outcome

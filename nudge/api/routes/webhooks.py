@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Request, status
@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.api.deps import SecretBoxDep, SessionDep, SettingsDep
+from nudge.api.openapi import ErrorMessage
 from nudge.api.relay import RelayDep
 from nudge.messaging.delivery import webhook_url
 from nudge.messaging.inbound import BadSignature, BadWebhook, InboundMessage, WebhookBatch
@@ -53,9 +54,20 @@ router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 TenantSlug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 ChannelSlug = Annotated[str, Path(pattern=CHANNEL_SLUG)]
 _UNSIGNED = {"detail": "not signed with this channel's secret"}
-_RESPONSES: dict[int | str, dict[str, object]] = {
-    401: {"description": "Unsigned, badly signed, or not a channel that takes webhooks."},
-    400: {"description": "Signed, but not a body this provider sends."},
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorMessage,
+        "description": "Unsigned, badly signed, or not a channel that takes webhooks.",
+    },
+    400: {"model": ErrorMessage, "description": "Signed, but not a body this provider sends."},
+}
+_HANDSHAKE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_RESPONSES,
+    200: {
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+        "description": "The challenge.",
+    },
+    403: {"model": ErrorMessage, "description": "`hub.verify_token` is not the channel's."},
 }
 
 
@@ -66,7 +78,7 @@ class _Target:
     credentials: dict[str, str]
 
 
-@router.get("/{tenant}/{channel}", responses=_RESPONSES)
+@router.get("/{tenant}/{channel}", responses=_HANDSHAKE_RESPONSES)
 async def verify_subscription(
     tenant: TenantSlug,
     channel: ChannelSlug,

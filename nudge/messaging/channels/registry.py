@@ -12,8 +12,17 @@ from nudge.messaging.channels.base import ChannelSender
 from nudge.messaging.channels.email import EmailChannel
 from nudge.messaging.channels.log import LogChannel
 from nudge.messaging.channels.slack import SlackChannel
+from nudge.messaging.channels.sms import TwilioSmsChannel
 from nudge.messaging.channels.webhook import WebhookChannel
-from nudge.models.channels import EmailConfig, LogConfig, SlackConfig, WebhookConfig
+from nudge.messaging.channels.whatsapp import WhatsAppChannel
+from nudge.models.channels import (
+    EmailConfig,
+    LogConfig,
+    SlackConfig,
+    SmsConfig,
+    WebhookConfig,
+    WhatsAppConfig,
+)
 
 # Each builder receives the stored config with its credentials merged back in, the HTTP client
 # for tenants' traffic (it applies the egress policy) and the policy itself, for other protocols.
@@ -29,6 +38,12 @@ _BUILDERS: dict[str, SenderBuilder] = {
     ),
     "slack": lambda settings, http, egress: SlackChannel(
         SlackConfig.model_validate(settings), http
+    ),
+    "whatsapp": lambda settings, http, egress: WhatsAppChannel(
+        WhatsAppConfig.model_validate(settings), http
+    ),
+    "sms": lambda settings, http, egress: TwilioSmsChannel(
+        SmsConfig.model_validate(settings), http
     ),
 }
 
