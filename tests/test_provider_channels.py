@@ -302,6 +302,39 @@ async def test_a_follow_up_reminder_goes_out_and_its_record_shows_it_read(
     _read_in_order(record["deliveries"][0])
 
 
+@pytest.mark.usefixtures("worker", "served")
+async def test_pressing_a_whatsapp_reply_button_runs_the_cards_action(
+    api: httpx.AsyncClient, tenant: TenantKeys, whatsapp: FakeWhatsApp, itsm: WebhookReceiver
+) -> None:
+    itsm.serve_json("/api/tickets/INC0012/approve", {"id": "A-1"})
+    await whatsapp_channel(api, tenant, whatsapp, slug="phone")
+    await add_ada(api, tenant)
+    await ada_writes(whatsapp)
+    await api.put("/v1/secrets/ITSM_TOKEN", json={"value": "t0ken"}, headers=tenant.headers())
+    definition = followup_definition(
+        itsm.base_url,
+        channel="phone",
+        recipients={"user": {"source": "approver.email", "match_on": "email"}},
+    )
+    answer = await api.post("/v1/followups", json=definition, headers=tenant.headers())
+    followup = answer.json()
+    await asyncio.to_thread(whatsapp.wait_for, 1)
+
+    pressed, _ = await asyncio.to_thread(
+        whatsapp.press_button, WA_ID, "approve", "Approve", interactive=True
+    )
+    assert pressed.status_code == 200, pressed.text
+
+    async def ended() -> dict[str, Any] | None:
+        (record,) = await _records(api, tenant, followup["id"])
+        return record if record["state"] != "following" else None
+
+    record = await eventually(ended, message="the press ends the record")
+    assert "approve" in (record["end_reason"] or "") + (record["ended_by"] or "")
+    approvals = [r for r in itsm.requests if r.path_only.endswith("/INC0012/approve")]
+    assert len(approvals) == 1
+
+
 # --- journeys -----------------------------------------------------------------------------------
 
 

@@ -237,6 +237,7 @@ class FollowUpRecordActivities:
                 "reconciliation_id": record.reconciliation_id,
                 "attempt": request.attempt,
                 "attempts": request.attempts,
+                "generation": record.generation,
             },
             belongs_to=f"record:{record.id}",
         )

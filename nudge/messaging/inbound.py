@@ -51,6 +51,9 @@ class InboundMessage:
     profile_name: str | None = None
     # Links to media the contact sent (Twilio's MediaUrlN; WhatsApp media ids).
     media: list[str] = field(default_factory=list)
+    # The provider's id of the message this one answers (WhatsApp's `context.id`): which
+    # card a pressed reply button belongs to.
+    context_message_id: str | None = None
 
 
 @dataclass(frozen=True)

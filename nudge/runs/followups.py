@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
-from nudge.models.payloads import Ending, PollerInput, RecordInput
-from nudge.models.signals import POLL_NOW, STOP_POLLER, STOP_RECORD, Signal
+from nudge.models.payloads import ButtonPress, Ending, PollerInput, RecordInput
+from nudge.models.signals import POLL_NOW, PRESS_BUTTON, STOP_POLLER, STOP_RECORD, Signal
 from nudge.models.tables import FollowUp, FollowUpRecord, OutboxEntry
 from nudge.naming import (
     FOLLOWUP_POLLER_WORKFLOW,
@@ -153,6 +153,26 @@ def stage_record_signal(
         workflow_id=record_workflow_id(tenant_slug, record.followup_id, record.reconciliation_id),
         signal=signal.name,
         arg=ending.model_copy(update={"generation": record.generation}),
+        event_key=event_key,
+    )
+
+
+def stage_record_press(
+    session: AsyncSession,
+    tenant_slug: str,
+    record: FollowUpRecord,
+    press: ButtonPress,
+    *,
+    event_key: str | None = None,
+) -> OutboxEntry:
+    """A button press for one record's run (from a provider's reply button), once
+    ``session`` commits."""
+    return outbox.add_signal(
+        session,
+        tenant_id=record.tenant_id,
+        workflow_id=record_workflow_id(tenant_slug, record.followup_id, record.reconciliation_id),
+        signal=PRESS_BUTTON.name,
+        arg=press,
         event_key=event_key,
     )
 

@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.errors import Conflict
 from nudge.models.events import MessageEvent
-from nudge.models.payloads import Ending, JourneyMessage
+from nudge.models.payloads import ButtonPress, Ending, JourneyMessage
 from nudge.models.signals import JOURNEY_MESSAGE, REPLY_TO_RECORD
 from nudge.models.tables import Contact, Journey, OutboxEntry, utcnow
-from nudge.runs.followups import stage_record_signal
+from nudge.runs.followups import stage_record_press, stage_record_signal
 from nudge.runs.journeys import stage_signal, stage_start
 from nudge.settings import Settings
 from nudge.store.journeys import (
@@ -48,6 +48,7 @@ async def stage_message(
     contact: Contact,
     event: MessageEvent,
     key: str,
+    presses: dict[str, ButtonPress] | None = None,
 ) -> Staged:
     """What the message means: a reply to every record that reminded the contact, an event
     for each of their journeys in progress, and, when it comes from the contact, the start of
@@ -57,6 +58,14 @@ async def stage_message(
         await attribute_reply(session, contact.id, event.channel, event.at or utcnow())
         reply = Ending(by=f"contact {event.contact_id}", reason="replied")
         for record in await records_reminding(session, contact.id):
+            press = (presses or {}).get(record.id)
+            if press is not None:
+                # A reply button of the record's card: the press, not a reply, so its
+                # button actions run (a reply could end the record before them).
+                staged.entries.append(
+                    stage_record_press(session, tenant_slug, record, press, event_key=key)
+                )
+                continue
             # The run decides what a reply means for it (`exit.on_reply`).
             staged.entries.append(
                 stage_record_signal(

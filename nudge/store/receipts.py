@@ -255,6 +255,13 @@ async def _fill_times(session: AsyncSession, delivery_id: str, status: str, at: 
     )
 
 
+async def delivery_of_message(
+    session: AsyncSession, tenant_id: str, channel: str, provider_message_id: str
+) -> Delivery | None:
+    """The tenant's delivery the provider calls ``provider_message_id`` on ``channel``."""
+    return await _delivery_of(session, tenant_id, channel, provider_message_id)
+
+
 async def _delivery_of(
     session: AsyncSession, tenant_id: str, channel: str, provider_message_id: str
 ) -> Delivery | None:

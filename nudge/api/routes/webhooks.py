@@ -44,6 +44,7 @@ from nudge.store.directory import (
     find_contact_by_phone,
 )
 from nudge.store.messages import add_event_message
+from nudge.store.presses import pressed_buttons
 from nudge.store.receipts import record_receipt
 from nudge.store.tenants import find_tenant
 
@@ -219,7 +220,10 @@ async def _incoming(
         count_event("message", "duplicate")
         return []
     key = f"message:{message.provider_message_id}"
-    staged = await stage_message(session, settings, tenant.id, tenant.slug, contact, event, key)
+    presses = await pressed_buttons(session, tenant.id, channel.slug, contact, message)
+    staged = await stage_message(
+        session, settings, tenant.id, tenant.slug, contact, event, key, presses
+    )
     count_event("message", "accepted")
     return staged.entries
 

@@ -183,7 +183,16 @@ def _message(message: JsonObject, where: str, names: dict[str, str]) -> InboundM
         whatsapp_id=sender,
         profile_name=names.get(sender),
         media=media,
+        context_message_id=_context_id(message),
     )
+
+
+def _context_id(message: JsonObject) -> str | None:
+    """The wamid the message replies to (a button press names the message it was on)."""
+    context = message.get("context")
+    if isinstance(context, dict) and isinstance(context.get("id"), str):
+        return str(context["id"])
+    return None
 
 
 def _content(message: JsonObject, kind: str, where: str) -> tuple[str, str | None, list[str]]:
