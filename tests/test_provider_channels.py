@@ -26,6 +26,7 @@ from nudge.naming import delivery_fallback_workflow_id
 from nudge.settings import Settings
 from tests.conftest import TenantKeys, problems
 from tests.utils.followups import followup_definition
+from tests.utils.histories import keep_history
 from tests.utils.journeys import create, enroll
 from tests.utils.outage import relay_all
 from tests.utils.receivers import WebhookReceiver, free_port
@@ -608,6 +609,7 @@ async def test_a_message_not_delivered_in_time_is_sent_on_the_fallback_channel(
 
     await eventually(closed, message="the fallback watch ends")
     outcome = await watch.result()
+    await keep_history(watch, "delivery-fallback-sent")
 
     assert "1 fallback tries" in outcome
     (sms,) = twilio.sent
