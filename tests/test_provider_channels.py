@@ -563,7 +563,13 @@ async def test_a_send_refused_for_good_falls_back_to_the_next_channel_once(
 
     (sms,) = await asyncio.to_thread(twilio.wait_for, 1)
     assert sms.body == "Your code is 1234"
-    delivery = await delivery_of(api, tenant, notification, "failed")
+
+    async def fallen_back() -> dict[str, Any] | None:
+        delivery = await delivery_of(api, tenant, notification, "failed")
+        fallbacks = delivery["fallbacks"]
+        return delivery if fallbacks and fallbacks[0]["status"] == "read" else None
+
+    delivery = await eventually(fallen_back, message="the SMS fallback is read")
     assert "131026" in delivery["error"]
     (fallback,) = delivery["fallbacks"]
     assert fallback["channel"] == "sms"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,6 +24,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from nudge.dev.ports import LOOPBACK, free_port, port_accepts, port_is_free
 from nudge.naming import ALL_SEARCH_ATTRIBUTES
 from nudge.settings import Settings
+
+if TYPE_CHECKING:
+    from nudge.dev.demo_channels import SampleProviders
 
 STARTUP_TIMEOUT = 60.0
 POLL_INTERVAL = 0.2
@@ -78,7 +81,13 @@ class DevStack:
     """Starts and supervises the whole development stack; `run` returns the exit code."""
 
     def __init__(
-        self, settings: Settings, *, api_port: int, temporal_port: int, ui_port: int
+        self,
+        settings: Settings,
+        *,
+        api_port: int,
+        temporal_port: int,
+        ui_port: int,
+        sample_providers: bool = True,
     ) -> None:
         # Children may run with another working directory; every path we hand over is absolute.
         self.data_dir = settings.data_dir.resolve()
@@ -90,6 +99,9 @@ class DevStack:
         self.worker_metrics_address = os.environ.get(
             "NUDGE_WORKER_METRICS_ADDRESS", f"{LOOPBACK}:{free_port()}"
         )
+        # The fake WhatsApp and the fake Twilio, with the demo tenant's channels on them.
+        self.sample_providers = sample_providers
+        self._providers: SampleProviders | None = None
         self._children: list[Child] = []
         self._temporal: Child | None = None
         self._stop_signal: int | None = None
@@ -151,6 +163,7 @@ class DevStack:
         if not self._wait_until(self._api_healthy, "the API"):
             return 0
         self._seed_followup_demo(demo_key)
+        self._start_sample_providers(demo_key)
         self._print_banner(demo_key)
         return self._supervise()
 
@@ -178,6 +191,29 @@ class DevStack:
             seed_followup_demo(f"http://{LOOPBACK}:{self.api_port}", key)
         except httpx.HTTPError as exc:
             _say(f"could not create the demo follow-up ({exc}); the rest of the stack runs")
+
+    def _start_sample_providers(self, key: str) -> None:
+        """The fakes, on loopback ports of their own, and the demo channels pointed at them."""
+        if not self.sample_providers:
+            return
+        from nudge.dev.demo_channels import SampleProviders
+
+        providers = SampleProviders()
+        try:
+            providers.start()
+        except OSError as exc:
+            _say(f"could not start the sample providers ({exc}); the rest of the stack runs")
+            return
+        self._providers = providers
+        try:
+            providers.wire(f"http://{LOOPBACK}:{self.api_port}", key)
+        except httpx.HTTPError as exc:
+            _say(f"could not set up the demo channels ({exc}); the rest of the stack runs")
+
+    def _stop_sample_providers(self) -> None:
+        if self._providers is not None:
+            self._providers.stop()
+            self._providers = None
 
     def _start_temporal(self, temporal: Path) -> None:
         command = [
@@ -299,6 +335,8 @@ class DevStack:
             ("Data dir", str(self.data_dir)),
             ("Temporal log", str(self.temporal_log)),
         ]
+        if self._providers is not None:
+            rows += self._providers.banner_rows()
         allowed = os.environ.get("NUDGE_EGRESS_ALLOW", DEV_EGRESS_ALLOW) or "public only"
         rows.append(("Outbound calls", f"may also reach {allowed} (development only)"))
         if self.settings.time_scale != 1:
@@ -341,12 +379,14 @@ class DevStack:
             self._stop_signal = signum
 
     def _stop_children(self) -> None:
-        """The worker, then the API, then Temporal; SIGKILL for anything left after 8 s.
+        """The worker, then the API, then the sample providers, then Temporal; SIGKILL for
+        anything left after 8 s.
 
         The worker goes first: an activity it lets finish may still be calling the API (the
-        sample ITSM lives there).
+        sample ITSM lives there) or a sample provider.
         """
         if not self._children:
+            self._stop_sample_providers()
             return
         if self._stop_signal is not None:
             _say("stopping: the API and the worker, then Temporal")
@@ -354,6 +394,7 @@ class DevStack:
         apps = [c for c in self._children if c is not self._temporal]
         _terminate([c for c in apps if c.name == WORKER], until=started + APPS_STOP_SECONDS)
         _terminate(apps, until=started + APPS_STOP_SECONDS)
+        self._stop_sample_providers()
         _terminate(self._children, until=started + KILL_AFTER_SECONDS)
         for child in self._children:
             # Also sweeps anything a child left behind in its group.
