@@ -624,6 +624,28 @@ async def test_a_message_not_delivered_in_time_is_sent_on_the_fallback_channel(
     assert [f["channel"] for f in delivery["fallbacks"]] == ["sms"]
 
 
+@pytest.mark.usefixtures("worker", "served")
+async def test_a_message_the_provider_reports_failed_falls_back_at_once(
+    api: httpx.AsyncClient, tenant: TenantKeys, whatsapp: FakeWhatsApp, twilio: FakeTwilio
+) -> None:
+    whatsapp.auto_receipts = ()
+    await sms_channel(api, tenant, twilio)
+    await whatsapp_channel(api, tenant, whatsapp, fallback=["sms"])
+    await add_ada(api, tenant)
+    await ada_writes(whatsapp)
+    notification = await notify(api, tenant, "wa", {"kind": "text", "text": "Your code is 99"})
+    (sent,) = await asyncio.to_thread(whatsapp.wait_for, 1)
+    await delivery_of(api, tenant, notification, "sent")
+
+    answer = await asyncio.to_thread(whatsapp.send_status, sent.wamid, "failed")
+    assert answer.status_code == 200, answer.text
+
+    (sms,) = await asyncio.to_thread(twilio.wait_for, 1)
+    assert sms.body == "Your code is 99"
+    delivery = await delivery_of(api, tenant, notification, "failed")
+    assert delivery["error_code"] == "131026"
+
+
 # --- contacts and channel configs ---------------------------------------------------------------
 
 

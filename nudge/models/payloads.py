@@ -181,6 +181,8 @@ class FallbackWatchInput(BaseModel):
     delivery_id: str  # the first try's delivery: its channel's fallback list is followed
     after_minutes: int
     time_scale: float = 1.0
+    # The try to watch first, when not the first try (a fallback try that failed).
+    watched_delivery_id: str | None = None
 
 
 class FallbackStepInput(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.models.payloads import FallbackWatchInput
-from nudge.models.tables import Channel, Delivery
+from nudge.models.tables import Channel, Delivery, OutboxEntry
 from nudge.naming import (
     DELIVERY_FALLBACK_WORKFLOW,
     Kind,
@@ -15,6 +15,43 @@ from nudge.naming import (
 from nudge.runs.outbox import start_options
 from nudge.settings import Settings
 from nudge.store import outbox
+from nudge.store.directory import find_channel
+
+
+async def stage_fallback_after_failure(
+    session: AsyncSession, settings: Settings, tenant_slug: str, delivery: Delivery
+) -> OutboxEntry | None:
+    """A provider reported a sent message `failed` or `undelivered`: fall back now, if
+    the first try's channel has fallback channels. Safe beside a timed watch of the same
+    send: every fallback try has its own idempotency key, so two watches send it once."""
+    first = delivery
+    while first.fallback_of is not None:
+        earlier = await session.get(Delivery, first.fallback_of)
+        if earlier is None:
+            break
+        first = earlier
+    channel = await find_channel(session, delivery.tenant_id, first.channel)
+    if channel is None or not channel.fallback:
+        return None
+    return outbox.add_start(
+        session,
+        tenant_id=delivery.tenant_id,
+        workflow=DELIVERY_FALLBACK_WORKFLOW,
+        workflow_id=f"{delivery_fallback_workflow_id(tenant_slug, delivery.id)}/failed",
+        arg=FallbackWatchInput(
+            tenant_id=delivery.tenant_id,
+            delivery_id=first.id,
+            watched_delivery_id=delivery.id,
+            after_minutes=0,
+            time_scale=settings.time_scale,
+        ),
+        options=start_options(
+            settings.task_queue,
+            search_attributes(tenant_slug, Kind.DELIVERY_FALLBACK),
+            f"Fallback after delivery {delivery.id} failed on {delivery.channel}",
+            conflict="use_existing",
+        ),
+    )
 
 
 class FallbackWatcher:

@@ -24,13 +24,14 @@ class DeliveryFallbackWorkflow:
     @workflow.run
     async def run(self, request: FallbackWatchInput) -> str:
         wait = timedelta(minutes=request.after_minutes) / request.time_scale
-        watched = request.delivery_id
+        watched = request.watched_delivery_id or request.delivery_id
         tries = 0
         while True:
             workflow.set_current_details(
                 f"Waiting {request.after_minutes} min for delivery {watched} to be delivered"
             )
-            await workflow.sleep(wait, summary=f"until delivery {watched} is due delivered")
+            if wait:
+                await workflow.sleep(wait, summary=f"until delivery {watched} is due delivered")
             step = await workflow.execute_activity_method(
                 DeliveryFallbackActivities.fall_back_if_undelivered,
                 FallbackStepInput(

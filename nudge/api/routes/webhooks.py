@@ -34,6 +34,7 @@ from nudge.metrics import count_event
 from nudge.models.channels import CHANNEL_SLUG
 from nudge.models.events import MessageEvent
 from nudge.models.tables import Channel, Contact, OutboxEntry, Tenant
+from nudge.runs.fallbacks import stage_fallback_after_failure
 from nudge.runs.incoming import stage_message
 from nudge.security import SecretBox
 from nudge.settings import Settings
@@ -174,8 +175,9 @@ async def _store(
 ) -> list[OutboxEntry]:
     """Receipts and messages in one transaction; the outbox entries to relay after it."""
     tenant, channel = target.tenant, target.channel
+    entries: list[OutboxEntry] = []
     for update in batch.statuses:
-        await record_receipt(
+        delivery = await record_receipt(
             session,
             tenant_id=tenant.id,
             channel=channel.slug,
@@ -185,7 +187,13 @@ async def _store(
             error_code=update.error_code,
             error=update.error,
         )
-    entries: list[OutboxEntry] = []
+        if delivery is not None and update.status in ("failed", "undelivered"):
+            await session.refresh(delivery)
+            if delivery.status == update.status:
+                fallback = await stage_fallback_after_failure(
+                    session, settings, tenant.slug, delivery
+                )
+                entries += [fallback] if fallback is not None else []
     for message in batch.messages:
         entries += await _incoming(session, settings, tenant, channel, message)
     try:
