@@ -192,6 +192,26 @@ async def test_a_whatsapp_notification_is_delivered_and_read_through_signed_rece
 
 
 @pytest.mark.usefixtures("worker", "served")
+async def test_last_used_answers_on_the_number_the_contact_last_wrote_to(
+    api: httpx.AsyncClient, tenant: TenantKeys
+) -> None:
+    with FakeWhatsApp(phone_number_id="111") as sales, FakeWhatsApp(phone_number_id="222") as care:
+        await whatsapp_channel(api, tenant, sales, slug="wa-sales")
+        await whatsapp_channel(api, tenant, care, slug="wa-care")
+        await add_ada(api, tenant)
+        await ada_writes(sales, "hello sales")
+        await ada_writes(care, "hello care")
+
+        await notify(api, tenant, "last_used", {"kind": "text", "text": "From care"})
+
+        (sent,) = await asyncio.to_thread(care.wait_for, 1)
+        assert sent.body["text"]["body"] == "From care"
+        assert sales.sent == []
+    contact = await api.get("/v1/contacts/ada", headers=tenant.headers())
+    assert contact.json()["last_channel"] == "wa-care"
+
+
+@pytest.mark.usefixtures("worker", "served")
 async def test_an_sms_notification_is_delivered_and_read_through_signed_callbacks(
     api: httpx.AsyncClient, tenant: TenantKeys, twilio: FakeTwilio
 ) -> None:
