@@ -18,8 +18,9 @@ FOLLOWUP = SearchAttributeKey.for_keyword("NudgeFollowUp")
 RECORD = SearchAttributeKey.for_keyword("NudgeRecord")
 JOURNEY = SearchAttributeKey.for_keyword("NudgeJourney")
 CONTACT = SearchAttributeKey.for_keyword("NudgeContact")
+CAMPAIGN = SearchAttributeKey.for_keyword("NudgeCampaign")
 
-ALL_SEARCH_ATTRIBUTES = (TENANT, KIND, FOLLOWUP, RECORD, JOURNEY, CONTACT)
+ALL_SEARCH_ATTRIBUTES = (TENANT, KIND, FOLLOWUP, RECORD, JOURNEY, CONTACT, CAMPAIGN)
 
 # Registered workflow names. They are in every history: renaming one breaks running runs.
 NOTIFICATION_WORKFLOW = "SendNotification"
@@ -29,6 +30,7 @@ JOURNEY_WORKFLOW = "JourneyEnrollment"
 JOURNEY_STOP_ALL_WORKFLOW = "JourneyStopAll"
 DELIVERY_RESEND_WORKFLOW = "DeliveryResend"
 DELIVERY_FALLBACK_WORKFLOW = "DeliveryFallback"
+CAMPAIGN_WORKFLOW = "Campaign"
 
 
 class Kind(StrEnum):
@@ -39,6 +41,7 @@ class Kind(StrEnum):
     JOURNEY_STOP_ALL = "journey-stop"
     DELIVERY_RESEND = "delivery-resend"
     DELIVERY_FALLBACK = "delivery-fallback"
+    CAMPAIGN = "campaign"
 
 
 def _part(value: str) -> str:
@@ -67,6 +70,11 @@ def journey_stop_all_workflow_id(tenant: str, journey_id: str, stop_id: str) -> 
     return f"journey-stop/{_part(tenant)}/{_part(journey_id)}/{_part(stop_id)}"
 
 
+def campaign_workflow_id(tenant: str, campaign_id: str) -> str:
+    """One run per campaign (continued as new as it goes)."""
+    return f"campaign/{_part(tenant)}/{_part(campaign_id)}"
+
+
 def delivery_fallback_workflow_id(tenant: str, delivery_id: str) -> str:
     """The watch that tries the next fallback channel when a send is not delivered in time."""
     return f"delivery-fallback/{_part(tenant)}/{_part(delivery_id)}"
@@ -82,7 +90,13 @@ def journey_summary(journey_name: str, external_id: str) -> str:
     return f"Journey {journey_name} · contact {external_id}"
 
 
-_KEYWORDS = {"followup": FOLLOWUP, "record": RECORD, "journey": JOURNEY, "contact": CONTACT}
+_KEYWORDS = {
+    "followup": FOLLOWUP,
+    "record": RECORD,
+    "journey": JOURNEY,
+    "contact": CONTACT,
+    "campaign": CAMPAIGN,
+}
 
 
 def search_attributes(tenant: str, kind: Kind, **keywords: str) -> TypedSearchAttributes:

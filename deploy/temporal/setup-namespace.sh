@@ -78,5 +78,6 @@ retry "search attribute NudgeFollowUp" ensure_search_attribute NudgeFollowUp Key
 retry "search attribute NudgeRecord" ensure_search_attribute NudgeRecord Keyword
 retry "search attribute NudgeJourney" ensure_search_attribute NudgeJourney Keyword
 retry "search attribute NudgeContact" ensure_search_attribute NudgeContact Keyword
+retry "search attribute NudgeCampaign" ensure_search_attribute NudgeCampaign Keyword
 
 echo "temporal-setup: done"

@@ -36,7 +36,7 @@ from nudge.messaging.channels.base import (
 )
 from nudge.messaging.channels.registry import build_sender
 from nudge.models.db import read_only, transaction
-from nudge.models.messages import WhatsAppTemplateMessage, plain_text
+from nudge.models.messages import AnyMessage, WhatsAppTemplateMessage, plain_text
 from nudge.models.tables import Channel, Contact, Delivery, Message, utcnow
 from nudge.security import SecretBox
 from nudge.store import deliveries, receipts
@@ -105,6 +105,13 @@ class Refusing:
 
     async def send(self, outbound: Outbound) -> Receipt:
         raise ProviderRejected(self._reason)
+
+
+def template_of(message: AnyMessage) -> str:
+    """How metrics name the message: the WhatsApp template's name, else its kind."""
+    if isinstance(message, WhatsAppTemplateMessage):
+        return message.template.name
+    return message.kind
 
 
 def outbound_json(outbound: Outbound) -> dict[str, Any]:
@@ -317,6 +324,7 @@ class Deliverer:
                     outbound=outbound_json(outbound),
                     fallback_of=fallback_of,
                     belongs_to=outbound.belongs_to,
+                    template=template_of(outbound.message),
                 )
                 if on_claim is not None:
                     await on_claim(session)

@@ -214,8 +214,10 @@ class Delivery(Base):
     replied_at: Mapped[datetime | None] = mapped_column()
     # A fallback try: the delivery on the channel before it that failed or was not delivered.
     fallback_of: Mapped[str | None] = mapped_column(String(32))
-    # What sent it: `notification:<id>`, `record:<id>` or `enrollment:<id>`.
+    # What sent it: `notification:<id>`, `record:<id>`, `enrollment:<id>` or `campaign:<id>`.
     belongs_to: Mapped[str | None] = mapped_column(String(80))
+    # The WhatsApp template's name, or the message's kind: how metrics group by template.
+    template: Mapped[str | None] = mapped_column(String(512))
     updated_at: Mapped[datetime | None] = mapped_column()
 
 
@@ -476,3 +478,45 @@ class OutboxEntry(Base):
     done_at: Mapped[datetime | None] = mapped_column()
     # delivered | started | no_run | gave_up
     outcome: Mapped[str | None] = mapped_column(String(16))
+
+
+class Campaign(Base):
+    """One message to every row of a CSV; its rows wait in ``campaign_rows``."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="scheduled")
+    # The `campaign` part as accepted (message, mode, start, columns).
+    definition: Mapped[dict[str, Any]] = mapped_column()
+    start_at: Mapped[datetime | None] = mapped_column()
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CampaignRow(Base):
+    """One recipient of a campaign, with the CSV values its templates see."""
+
+    __tablename__ = "campaign_rows"
+    __table_args__ = (Index("ix_campaign_rows_status", "campaign_id", "status", "line"),)
+
+    campaign_id: Mapped[str] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The CSV line (the header is line 1): the row's id, and the order rows go in.
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(63))
+    values: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    delivery_id: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime | None] = mapped_column()

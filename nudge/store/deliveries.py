@@ -59,6 +59,7 @@ async def add_delivery(
     outbound: dict[str, Any] | None = None,
     fallback_of: str | None = None,
     belongs_to: str | None = None,
+    template: str | None = None,
 ) -> Delivery:
     """A new delivery, `sending` on its first try and leased to it; ``IntegrityError`` when
     the key is taken."""
@@ -74,6 +75,7 @@ async def add_delivery(
         outbound=outbound,
         fallback_of=fallback_of,
         belongs_to=belongs_to,
+        template=template,
         updated_at=now,
     )
     session.add(delivery)
