@@ -30,8 +30,10 @@ from nudge.api.routes import (
     metrics,
     notifications,
     secrets,
+    senders,
     webhooks,
 )
+from nudge.egress import EgressPolicy, tenant_http_client
 from nudge.metrics import use_temporal_runtime
 from nudge.models.db import create_engine, session_factory
 from nudge.runs.outbox import DoneMarker
@@ -70,9 +72,12 @@ def create_app(
         app.state.tokens = ActionTokens(settings.secret_key_value())
         app.state.rate_limits = RateLimits(settings)
         app.state.outbox_done = DoneMarker(app.state.sessions)
+        # Calls the API makes for tenants (a sender's rating): checked like the workers'.
+        app.state.http = tenant_http_client(EgressPolicy.parse(settings.egress_allow))
         try:
             yield
         finally:
+            await app.state.http.aclose()
             await app.state.outbox_done.close()
             if engine is not None:
                 await engine.dispose()
@@ -98,6 +103,7 @@ def create_app(
         api_keys,
         notifications,
         deliveries,
+        senders,
         followups,
         journeys,
         events,
