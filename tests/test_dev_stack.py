@@ -13,10 +13,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from nudge.dev.demo_channels import is_sample_channel
+from nudge.dev.fake_whatsapp import FakeWhatsApp
 from nudge.dev.ports import free_port
 from tests.utils.waiting import eventually_blocking
 
@@ -25,6 +28,8 @@ pytestmark = pytest.mark.e2e
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 KEY_LINE = re.compile(r"Admin API key\s+(\S+)")
+FAKE_LINE = re.compile(r"(WhatsApp|SMS) \(fake\)\s+(http://127\.0\.0\.1:\d+), a fake ")
+PHONE = "+34600111222"
 
 
 @dataclass
@@ -50,6 +55,10 @@ class DevRun:
         found = KEY_LINE.search(self.output())
         assert found, f"no demo key in the banner:\n{self.output()}"
         return found.group(1)
+
+    def sample_providers(self) -> dict[str, str]:
+        """The fakes' base URLs, by the banner's name for them (WhatsApp, SMS)."""
+        return dict(FAKE_LINE.findall(self.output()))
 
 
 def dev_command(data_dir: Path, api_port: int, temporal_port: int, ui_port: int) -> list[str]:
@@ -183,6 +192,38 @@ def ui_status(port: int) -> int:
     return eventually_blocking(answer, timeout=15, interval=0.3, message="the Web UI answers")
 
 
+def demo_channels_point_at(run: DevRun, api: httpx.Client) -> dict[str, str]:
+    """Check that the demo channels call the fakes of the banner; their webhook URLs."""
+    fakes = run.sample_providers()
+    assert set(fakes) == {"WhatsApp", "SMS"}, run.output()
+    hooks: dict[str, str] = {}
+    for slug, name in (("whatsapp", "WhatsApp"), ("sms", "SMS")):
+        channel = api.get(f"/v1/channels/{slug}").raise_for_status().json()
+        assert channel["type"] == slug
+        assert channel["config"]["base_url"].rstrip("/") == fakes[name]
+        # The public URL of the dev API, which Twilio's signatures are computed over.
+        assert channel["webhook_url"] == f"{run.api}/v1/webhooks/demo/{slug}"
+        hooks[slug] = channel["webhook_url"]
+    assert api.get("/v1/channels/whatsapp").json()["fallback"] == ["sms"]
+    return hooks
+
+
+def read_on(api: httpx.Client, channel: str) -> dict[str, Any]:
+    """Send a text to Ada on ``channel``; its delivery once the fake's receipts say read."""
+    body = {"contact_id": "ada", "channel": channel, "message": {"kind": "text", "text": "Hi"}}
+    notification = api.post("/v1/notifications", json=body).raise_for_status().json()
+
+    def read() -> dict[str, Any] | None:
+        answer = api.get(f"/v1/notifications/{notification['id']}").raise_for_status()
+        delivery: dict[str, Any] | None = answer.json()["delivery"]
+        return delivery if delivery is not None and delivery["status"] == "read" else None
+
+    found: dict[str, Any] = eventually_blocking(
+        read, timeout=20, interval=0.2, message=f"the {channel} message is read"
+    )
+    return found
+
+
 def test_dev_runs_the_stack_and_stops_on_sigint(tmp_path: Path) -> None:
     with running_dev(tmp_path / "data", tmp_path / "logs") as run:
         health = httpx.get(f"{run.api}/healthz", timeout=10)
@@ -198,6 +239,23 @@ def test_dev_runs_the_stack_and_stops_on_sigint(tmp_path: Path) -> None:
         # The banner says that outbound calls may reach this machine, in development only.
         assert "may also reach 127.0.0.0/8,::1,localhost (development only)" in run.output()
 
+        # The sample providers: the demo channels on the fakes, whose receipts come back.
+        with httpx.Client(
+            base_url=run.api, headers={"Authorization": f"Bearer {key}"}, timeout=10
+        ) as api:
+            hooks = demo_channels_point_at(run, api)
+            contact = {"name": "Ada", "email": "ada@example.com", "phone": "+34 600 11 12 22"}
+            api.put("/v1/contacts/ada", json=contact).raise_for_status()
+            sms = read_on(api, "sms")  # signed callbacks to the StatusCallback Nudge set
+            assert [r["status"] for r in sms["receipts"]] == ["sent", "delivered", "read"]
+            # Ada writes on WhatsApp (as the fake posts it, signed), which opens the window.
+            contact_writes = FakeWhatsApp()
+            contact_writes.webhook_url = hooks["whatsapp"]
+            answer, _wamid = contact_writes.send_text(PHONE.removeprefix("+"), "Good morning")
+            assert answer.status_code == 200, answer.text
+            whatsapp = read_on(api, "whatsapp")
+            assert whatsapp["channel"] == "whatsapp" and whatsapp["fallbacks"] == []
+
         stop(run, signal.SIGINT)
 
 
@@ -210,6 +268,11 @@ def test_second_start_reuses_the_data_and_sigterm_stops(tmp_path: Path) -> None:
     with running_dev(data_dir, tmp_path / "second") as second:
         assert second.demo_key() == key
         assert get_contact(second, key) == 404
+        # The fakes have new ports, and the demo channels follow them.
+        with httpx.Client(
+            base_url=second.api, headers={"Authorization": f"Bearer {key}"}, timeout=10
+        ) as api:
+            demo_channels_point_at(second, api)
         stop(second, signal.SIGINT)
     assert (data_dir / "temporal.db").exists()
 
@@ -234,3 +297,15 @@ def test_busy_port_is_refused_in_one_line(tmp_path: Path) -> None:
     assert f"port {busy} is busy (--api-port)" in lines[0]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "data").exists(), "nothing may start before the ports are checked"
+
+
+def test_only_channels_on_this_machine_are_taken_for_sample_ones() -> None:
+    # `nudge dev` re-points those at the fakes on every start, and leaves the others alone.
+    def sms(base_url: str) -> dict[str, Any]:
+        return {"type": "sms", "config": {"base_url": base_url}}
+
+    assert is_sample_channel(sms("http://127.0.0.1:40123/"), "sms")
+    assert is_sample_channel(sms("http://localhost:40123"), "sms")
+    assert not is_sample_channel(sms("https://api.twilio.com/"), "sms")
+    assert not is_sample_channel(sms("http://127.0.0.1:40123/"), "whatsapp")
+    assert not is_sample_channel({"type": "log", "config": {}}, "log")
