@@ -28,9 +28,15 @@ class InvalidInput(NudgeError):
     ``loc`` is a field path in FastAPI's shape, e.g. ``("body", "members", 2)``.
     """
 
-    def __init__(self, problems: Sequence[tuple[tuple[str | int, ...], str]]) -> None:
+    def __init__(
+        self,
+        problems: Sequence[tuple[tuple[str | int, ...], str]],
+        extra: dict[str, object] | None = None,
+    ) -> None:
         super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems))
         self.problems = list(problems)
+        # More of the answer's body beside `detail` (a CSV's problems by line and column).
+        self.extra = extra or {}
 
     @classmethod
     def at(cls, loc: tuple[str | int, ...], message: str) -> InvalidInput:

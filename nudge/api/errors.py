@@ -49,7 +49,7 @@ async def _temporal_unreachable(_: Request, exc: Exception) -> JSONResponse:
 async def _invalid(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InvalidInput)
     detail = [{"loc": list(loc), "msg": msg, "type": "value_error"} for loc, msg in exc.problems]
-    return JSONResponse(status_code=422, content={"detail": detail})
+    return JSONResponse(status_code=422, content={"detail": detail, **exc.extra})
 
 
 _DISCRIMINATORS = ("kind", "type")

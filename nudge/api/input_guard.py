@@ -37,7 +37,10 @@ async def refuse_unstorable_input(request: Request) -> None:
     for name in _query_names(route.dependant):
         if any(NUL in value for value in request.query_params.getlist(name)):
             problems.append((("query", name), NUL_MESSAGE))
-    if route.body_field is not None:
+    content_type = request.headers.get("content-type", "")
+    if route.body_field is not None and "multipart/" not in content_type:
+        # A multipart body (an upload) is read as a form, never as JSON: its parts are
+        # checked by the route that reads them.
         try:
             body = await request.json()  # parsed already by FastAPI, when it is JSON
         except (ValueError, RecursionError):

@@ -46,10 +46,22 @@ class ValidationProblem(BaseModel):
     type: str = Field(description="A machine-readable kind, e.g. `missing`, `value_error`.")
 
 
+class CsvLineProblem(BaseModel):
+    line: int = Field(description="The CSV line (the header is line 1).")
+    column: str | None
+    reason: str
+
+
 class ValidationErrors(BaseModel):
     """A 422: every problem found, one per field (the rejected values are never echoed)."""
 
     detail: list[ValidationProblem]
+    problems: list[CsvLineProblem] | None = Field(
+        default=None,
+        description="An uploaded CSV's problems by line and column (the first 100; `detail`"
+        " has the same at `body.file.<line>.<column>`).",
+    )
+    total: int | None = Field(default=None, description="How many problems the whole CSV has.")
 
 
 _MB = MAX_BODY_BYTES // 1_000_000

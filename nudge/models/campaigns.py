@@ -127,6 +127,14 @@ class CampaignCreate(_Strict):
         return None if self.start == "now" else self.start.utc()
 
 
+class CampaignEdit(_Strict):
+    """Changes to a campaign that has not started; what is left out stays."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    start: Literal["now"] | StartAt | None = None
+    mode: Mode | None = None
+
+
 class CsvProblem(BaseModel):
     line: int = Field(description="The CSV line (1 is the header).")
     column: str | None
@@ -169,15 +177,21 @@ class CampaignPublic(BaseModel):
 
 
 class CampaignMetrics(BaseModel):
-    """Counted from stored delivery states (receipts move them), never estimated."""
+    """Counted from stored delivery states (receipts move them), never estimated. Each
+    message counts once, as its first try: fallback tries are not counted."""
 
-    total: int
-    sent: int
-    delivered: int
+    total: int = Field(description="Every message, in any state (sending and unknown too).")
+    sent: int = Field(
+        description="Those that left: sent, delivered, read, undelivered, and failed after the"
+        " provider took them (not refused at the send)."
+    )
+    delivered: int = Field(description="Delivered or read.")
     read: int
-    failed: int
-    replied: int
-    reply_rate: float | None = Field(description="replied / delivered; null before any delivery.")
+    failed: int = Field(description="Failed or undelivered, refused at the send or later.")
+    replied: int = Field(description="Answered by the contact on the channel within 24 hours.")
+    reply_rate: float | None = Field(
+        description="replied / delivered, to 4 decimals; null before any delivery."
+    )
 
 
 class MessageMetricsRow(CampaignMetrics):

@@ -8,7 +8,7 @@ This module is imported by workflow code and must stay free of I/O.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -324,3 +324,57 @@ class StopAllInput(BaseModel):
     journey_id: str
     stop: Ending
     since: datetime  # enrollments ejected from this moment on are signalled
+
+
+# Campaigns ------------------------------------------------------------------------------
+
+
+class CampaignInput(BaseModel):
+    """A campaign's run: ids and counters only (its rows are in the database)."""
+
+    tenant_id: str
+    tenant: str
+    campaign_id: str
+    time_scale: float = 1.0
+    # Carried across continue-as-new.
+    started: bool = False
+    after_line: int = 0
+    sent: int = 0
+    failed: int = 0
+    unknown: int = 0
+    batches: int = 0
+
+
+class CampaignPlan(BaseModel):
+    """What the run needs of the stored campaign (edits while scheduled change it)."""
+
+    status: str
+    start_at: str | None  # ISO, UTC
+    mode: dict[str, Any]
+    total: int
+
+
+class CampaignBatchInput(BaseModel):
+    tenant_id: str
+    campaign_id: str
+    after_line: int
+    limit: int
+    # `rate` mode: the sends are spread at this pace within the batch.
+    per_second: float | None = None
+
+
+class CampaignBatchResult(BaseModel):
+    sent: int = 0
+    failed: int = 0
+    unknown: int = 0
+    last_line: int
+    # No queued row is left after `last_line`.
+    done: bool
+    # The stored status stopped the batch (paused or cancelled before a send).
+    stopped_by: str | None = None
+    # The provider asked to slow down (429, 5xx): wait this long before the next batch.
+    back_off_seconds: float | None = None
+
+
+class CampaignControl(BaseModel):
+    by: str

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from nudge.activities.campaign import CampaignActivities
 from nudge.activities.delivery_fallback import DeliveryFallbackActivities
 from nudge.activities.delivery_resend import DeliveryResendActivities
 from nudge.activities.followup_poller import FollowUpPollerActivities
@@ -32,6 +33,7 @@ from nudge.settings import Settings
 from nudge.temporal_client import connect
 from nudge.workers.metrics_server import serve_metrics
 from nudge.workers.relay import outbox_relay
+from nudge.workflows.campaign import CampaignWorkflow
 from nudge.workflows.delivery_fallback import DeliveryFallbackWorkflow
 from nudge.workflows.delivery_resend import DeliveryResendWorkflow
 from nudge.workflows.followup_poller import FollowUpPollerWorkflow
@@ -52,6 +54,7 @@ WORKFLOWS: Sequence[type] = (
     JourneyStopAllWorkflow,
     DeliveryResendWorkflow,
     DeliveryFallbackWorkflow,
+    CampaignWorkflow,
 )
 
 
@@ -106,7 +109,12 @@ def activities_for(
         journeys.eject_enrollments,
         DeliveryResendActivities(sessions, deliverer).resend_delivery,
         DeliveryFallbackActivities(sessions, deliverer).fall_back_if_undelivered,
+        *_campaign_activities(CampaignActivities(sessions, deliverer)),
     ]
+
+
+def _campaign_activities(campaign: CampaignActivities) -> list[Any]:
+    return [campaign.load_plan, campaign.move, campaign.send_batch]
 
 
 # Modules that workflow code imports and that are loaded once, outside the sandbox: pure
