@@ -520,3 +520,42 @@ class CampaignRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime | None] = mapped_column()
+
+
+class BusinessHours(Base):
+    """A tenant's named opening schedule (`default`, or one per queue)."""
+
+    __tablename__ = "business_hours"
+    __table_args__ = (UniqueConstraint("tenant_id", "slug"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    slug: Mapped[str] = mapped_column(String(63))
+    # The schedule as PUT (timezone, week, holidays, replies, absence).
+    definition: Mapped[dict[str, Any]] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ClosedReply(Base):
+    """What a contact was told during one closed period (once per period, or per day for
+    the absence message), and whether they asked to be told when it opens."""
+
+    __tablename__ = "closed_replies"
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "contact_id", "kind", "period"),
+        Index("ix_closed_replies_waiting", "schedule_id", "kind", "notified_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    schedule_id: Mapped[str] = mapped_column(ForeignKey("business_hours.id", ondelete="CASCADE"))
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    # `unavailable` (the closed message), `subscription` (notify me), `absence`.
+    kind: Mapped[str] = mapped_column(String(16))
+    # The closed period (its start, ISO) or, for absence, the day: what "once" counts in.
+    period: Mapped[str] = mapped_column(String(40))
+    channel: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    notified_at: Mapped[datetime | None] = mapped_column()
+    delivery_id: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
