@@ -12,6 +12,7 @@ from temporalio.client import Client
 from nudge.errors import Conflict, InvalidInput
 from nudge.models.channels import LAST_USED
 from nudge.models.db import transaction
+from nudge.models.messages import MessageTemplate
 from nudge.models.notifications import NotificationCreate
 from nudge.models.payloads import SendNotificationInput
 from nudge.models.tables import Contact, Notification, OutboxEntry
@@ -76,6 +77,27 @@ async def queue_notification(
     elif pending:
         await relay.relay_ids(pending, by="retry")
     return notification, external_id
+
+
+async def stage_notification(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    tenant_id: str,
+    tenant_slug: str,
+    contact: Contact,
+    channel: str,
+    message: MessageTemplate,
+    idempotency_key: str,
+) -> tuple[Notification, OutboxEntry]:
+    """A notification Nudge sends of its own accord (a closed-hours reply), stored with its
+    run's start in the caller's transaction. ``idempotency_key`` must be unique to what it
+    answers: storing it twice is an ``IntegrityError`` for the caller."""
+    request = NotificationCreate(contact_id=contact.external_id, channel=channel, message=message)
+    notification = add_notification(session, tenant_id, contact, request, channel, idempotency_key)
+    await session.flush()
+    entry = _stage_start(session, settings, notification, tenant_slug, contact.external_id)
+    return notification, entry
 
 
 def _event_key(notification: Notification) -> str:
