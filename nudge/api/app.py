@@ -27,6 +27,7 @@ from nudge.api.routes import (
     groups,
     health,
     journeys,
+    message_metrics,
     metrics,
     notifications,
     secrets,
@@ -104,6 +105,7 @@ def create_app(
         notifications,
         deliveries,
         senders,
+        message_metrics,
         followups,
         journeys,
         events,
@@ -119,4 +121,5 @@ def create_app(
 
         app.include_router(sample_itsm)
     app.include_router(journeys.contact_router)
+    app.include_router(message_metrics.campaign_router)
     return app
