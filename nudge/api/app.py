@@ -19,6 +19,7 @@ from nudge.api.rate_limits import RateLimits
 from nudge.api.routes import (
     actions,
     api_keys,
+    campaigns,
     channels,
     contacts,
     deliveries,
@@ -109,6 +110,7 @@ def create_app(
         followups,
         journeys,
         events,
+        campaigns,
         webhooks,
         actions,
     )
