@@ -101,6 +101,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         msg = "JSON nested too deep" if isinstance(cause, RecursionError) else "JSON decode error"
         detail = [{"loc": loc, "msg": msg, "type": "json_invalid"}]
         return JSONResponse(status_code=422, content={"detail": detail})
+    if exc.status_code == 400 and "multipart/" in request.headers.get("content-type", ""):
+        # FastAPI's 400 for a multipart body it cannot parse: malformed input like any other.
+        detail = [{"loc": ["body"], "msg": "malformed multipart body", "type": "body_invalid"}]
+        return JSONResponse(status_code=422, content={"detail": detail})
     return await http_exception_handler(request, exc)
 
 
