@@ -499,7 +499,7 @@ async def test_the_results_csv(
     assert rows == [
         {
             "line": "2",
-            "recipient": "'+5511999990001",  # a leading + is a formula to a spreadsheet
+            "recipient": "+5511999990001",  # a phone number stays as written
             "channel": "wa-main",
             "status": "sent",
             "delivery_status": "read",
@@ -523,7 +523,7 @@ async def test_the_results_csv(
             "replied_at": "",
             "error": "'=cmd|' /C calc'!A0",  # the delivery's error before the row's
         },
-        _unsent(4, "'+5511999990003", "queued", ""),
+        _unsent(4, "+5511999990003", "queued", ""),
         _unsent(5, "'@bob", "skipped", "'-cancelled before it was sent"),
     ]
 

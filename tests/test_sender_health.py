@@ -497,8 +497,10 @@ def test_the_deciding_reason_comes_first() -> None:
         (None, ""),
         (["a", "b"], "a; b"),
         (["=cmd", "b"], "'=cmd; b"),
-        ("+1", "'+1"),
-        ("-1", "'-1"),
+        ("+34600111222", "+34600111222"),  # a phone number is a number, never a formula
+        ("-1", "-1"),
+        ("+1+cmd", "'+1+cmd"),
+        ("-2*A1", "'-2*A1"),
         ("@x", "'@x"),
         ("\tx", "'\tx"),
         ("GREEN", "GREEN"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
@@ -128,5 +129,11 @@ def csv_cell(value: object) -> str:
     if isinstance(value, list):
         value = "; ".join(map(str, value))
     if isinstance(value, str):
-        return "'" + value if value.startswith(FORMULA_STARTS) else value
+        risky = value.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.match(value)
+        return "'" + value if risky else value
     return str(value)
+
+
+# A phone number such as +34600111222 (or -3) is a number to a spreadsheet, never a formula:
+# it is left as written so that exported numbers stay readable.
+_PLAIN_NUMBER = re.compile(r"^[+-][0-9]{1,20}$")
