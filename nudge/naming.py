@@ -31,6 +31,7 @@ JOURNEY_STOP_ALL_WORKFLOW = "JourneyStopAll"
 DELIVERY_RESEND_WORKFLOW = "DeliveryResend"
 DELIVERY_FALLBACK_WORKFLOW = "DeliveryFallback"
 CAMPAIGN_WORKFLOW = "Campaign"
+OPENING_WATCH_WORKFLOW = "BusinessHoursOpening"
 
 
 class Kind(StrEnum):
@@ -42,6 +43,7 @@ class Kind(StrEnum):
     DELIVERY_RESEND = "delivery-resend"
     DELIVERY_FALLBACK = "delivery-fallback"
     CAMPAIGN = "campaign"
+    OPENING_WATCH = "opening-watch"
 
 
 def _part(value: str) -> str:
@@ -68,6 +70,11 @@ def journey_workflow_id(tenant: str, journey_id: str, external_id: str) -> str:
 def journey_stop_all_workflow_id(tenant: str, journey_id: str, stop_id: str) -> str:
     """Each stop-all is a run of its own: a journey can be stopped, published and stopped again."""
     return f"journey-stop/{_part(tenant)}/{_part(journey_id)}/{_part(stop_id)}"
+
+
+def opening_watch_workflow_id(tenant: str, schedule: str) -> str:
+    """One watch per schedule: it waits for the next opening, then tells who asked."""
+    return f"business-hours/{_part(tenant)}/{_part(schedule)}"
 
 
 def campaign_workflow_id(tenant: str, campaign_id: str) -> str:

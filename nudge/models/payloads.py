@@ -378,3 +378,27 @@ class CampaignBatchResult(BaseModel):
 
 class CampaignControl(BaseModel):
     by: str
+
+
+# Business hours -------------------------------------------------------------------------
+
+
+class OpeningWatchInput(BaseModel):
+    """The run that waits for a schedule to open, then tells who asked to be told."""
+
+    tenant_id: str
+    tenant: str
+    schedule_id: str
+    schedule: str  # its slug, for the UI
+    time_scale: float = 1.0
+
+
+class OpeningPlan(BaseModel):
+    opens_at: str | None  # ISO, UTC; None: it opens in no day of the horizon
+    waiting: int  # subscriptions not notified yet
+
+
+class NotifiedBatch(BaseModel):
+    notified: int
+    failed: int
+    more: bool

@@ -17,6 +17,7 @@ from nudge.models.events import MessageEvent
 from nudge.models.payloads import ButtonPress, Ending, JourneyMessage
 from nudge.models.signals import JOURNEY_MESSAGE, REPLY_TO_RECORD
 from nudge.models.tables import Contact, Journey, OutboxEntry, utcnow
+from nudge.runs.closed_hours import stage_closed_hours
 from nudge.runs.followups import stage_record_press, stage_record_signal
 from nudge.runs.journeys import stage_signal, stage_start
 from nudge.settings import Settings
@@ -49,13 +50,26 @@ async def stage_message(
     event: MessageEvent,
     key: str,
     presses: dict[str, ButtonPress] | None = None,
+    payload: str | None = None,
 ) -> Staged:
     """What the message means: a reply to every record that reminded the contact, an event
     for each of their journeys in progress, and, when it comes from the contact, the start of
     every journey it triggers."""
     staged = Staged()
     if event.direction == "incoming":
-        await attribute_reply(session, contact.id, event.channel, event.at or utcnow())
+        at = event.at or utcnow()
+        await attribute_reply(session, contact.id, event.channel, at)
+        staged.entries += await stage_closed_hours(
+            session,
+            settings,
+            tenant_id=tenant_id,
+            tenant_slug=tenant_slug,
+            contact=contact,
+            channel=event.channel,
+            text=event.text,
+            payload=payload,
+            at=at,
+        )
         reply = Ending(by=f"contact {event.contact_id}", reason="replied")
         for record in await records_reminding(session, contact.id):
             press = (presses or {}).get(record.id)

@@ -23,6 +23,7 @@ from nudge.activities.followup_poller import FollowUpPollerActivities
 from nudge.activities.followup_record import FollowUpRecordActivities
 from nudge.activities.journey import JourneyActivities
 from nudge.activities.notification import NotificationActivities
+from nudge.activities.opening_watch import OpeningWatchActivities
 from nudge.egress import EgressPolicy, tenant_http_client
 from nudge.messaging.delivery import Deliverer
 from nudge.metrics import use_temporal_runtime
@@ -41,6 +42,7 @@ from nudge.workflows.followup_record import FollowUpRecordWorkflow
 from nudge.workflows.journey import JourneyEnrollmentWorkflow
 from nudge.workflows.journey_stop import JourneyStopAllWorkflow
 from nudge.workflows.notification import SendNotificationWorkflow
+from nudge.workflows.opening_watch import OpeningWatchWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ WORKFLOWS: Sequence[type] = (
     DeliveryResendWorkflow,
     DeliveryFallbackWorkflow,
     CampaignWorkflow,
+    OpeningWatchWorkflow,
 )
 
 
@@ -110,7 +113,12 @@ def activities_for(
         DeliveryResendActivities(sessions, deliverer).resend_delivery,
         DeliveryFallbackActivities(sessions, deliverer).fall_back_if_undelivered,
         *_campaign_activities(CampaignActivities(sessions, deliverer)),
+        *_opening_activities(OpeningWatchActivities(sessions, deliverer)),
     ]
+
+
+def _opening_activities(watch: OpeningWatchActivities) -> list[Any]:
+    return [watch.plan_opening, watch.notify_waiting]
 
 
 def _campaign_activities(campaign: CampaignActivities) -> list[Any]:

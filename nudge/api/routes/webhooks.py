@@ -230,7 +230,7 @@ async def _incoming(
     key = f"message:{message.provider_message_id}"
     presses = await pressed_buttons(session, tenant.id, channel.slug, contact, message)
     staged = await stage_message(
-        session, settings, tenant.id, tenant.slug, contact, event, key, presses
+        session, settings, tenant.id, tenant.slug, contact, event, key, presses, message.payload
     )
     count_event("message", "accepted")
     return staged.entries
