@@ -19,6 +19,7 @@ from nudge.api.rate_limits import RateLimits
 from nudge.api.routes import (
     actions,
     api_keys,
+    business_hours,
     campaigns,
     channels,
     contacts,
@@ -103,6 +104,7 @@ def create_app(
         channels,
         secrets,
         api_keys,
+        business_hours,
         notifications,
         deliveries,
         senders,
