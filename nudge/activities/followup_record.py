@@ -79,6 +79,9 @@ class FollowUpRecordActivities:
             attempts=definition.schedule.attempts,
             notify_minutes=definition.schedule.notify_minutes,
             on_reply=definition.exit.on_reply,
+            send_window=definition.schedule.send_window.model_dump(exclude_none=True)
+            if definition.schedule.send_window
+            else None,
         )
 
     @activity.defn(name="run_attempt")

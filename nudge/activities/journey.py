@@ -127,6 +127,8 @@ def journey_plan(journey_id: str, version: int, definition: JourneyDefinition) -
         elif isinstance(step, AskStep):
             planned.timeout_minutes = step.timeout_minutes
             planned.on_timeout = step.on_timeout or planned.next
+        if isinstance(step, SendMessageStep | AskStep) and step.send_window is not None:
+            planned.send_window = step.send_window.model_dump(exclude_none=True)
         elif isinstance(step, TriggerJourneyStep):
             planned.journey_id, planned.start_at = step.journey_id, step.start_at
         elif isinstance(step, JumpToStep):

@@ -127,6 +127,7 @@ _CANNOT_CONFLICT = {
     "PUT /v1/contacts/{external_id}",
     "PUT /v1/groups/{name}",
     "PUT /v1/channels/{channel_id}",
+    "PUT /v1/business-hours/{schedule_id}",
     "PUT /v1/secrets/{name}",
     "DELETE /v1/secrets/{name}",
     "POST /v1/api-keys",

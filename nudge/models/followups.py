@@ -35,6 +35,7 @@ from nudge.models.integrations import (
     SetAttributeAction,
 )
 from nudge.models.messages import CardMessage, MessageTemplate
+from nudge.models.send_windows import SendWindow
 from nudge.models.template_context import FOLLOWUP_NAMES, message_sources, unknown_names
 from nudge.models.validation import Loc, located_errors
 
@@ -221,6 +222,11 @@ class Schedule(_Strict):
         description="Minutes between attempts, 10..7200 (5 days); attempt 1 is sent at once."
     )
     attempts: Annotated[int, Field(ge=1, le=10)] = Field(description="Reminders per record, 1..10.")
+    send_window: SendWindow | None = Field(
+        default=None,
+        description="An attempt that falls outside waits until the window opens (the next"
+        " attempt counts from the real send).",
+    )
 
 
 class PostActions(_Strict):

@@ -19,6 +19,7 @@ from nudge.models.channels import CHANNEL_SLUG, LAST_USED
 from nudge.models.deliveries import DeliveryState
 from nudge.models.integrations import INTEGRATION_NAME, Integration
 from nudge.models.messages import MessageTemplate
+from nudge.models.send_windows import SendWindow
 from nudge.models.template_context import JOURNEY_NAMES, unknown_names
 from nudge.models.validation import Loc, located_errors
 from nudge.templating import check_template
@@ -128,6 +129,10 @@ class _Step(_Strict):
 
 
 class _MessageStep(_Step):
+    send_window: SendWindow | None = Field(
+        default=None, description="Outside this window the message waits until it opens."
+    )
+
     @model_validator(mode="after")
     def _known_names(self) -> _MessageStep:
         message = getattr(self, "message", None)

@@ -103,6 +103,7 @@ class RecordPlan(BaseModel):
     attempts: int
     notify_minutes: int
     on_reply: bool
+    send_window: dict[str, Any] | None = None
 
 
 class AttemptInput(BaseModel):
@@ -257,6 +258,7 @@ class JourneyStepPlan(BaseModel):
     target: str | None = None  # jump_to
     journey_id: str | None = None  # trigger_journey
     start_at: str | None = None  # trigger_journey
+    send_window: dict[str, Any] | None = None  # send_message, ask
 
 
 class JourneyPlan(BaseModel):
@@ -402,3 +404,19 @@ class NotifiedBatch(BaseModel):
     notified: int
     failed: int
     more: bool
+
+
+class WindowInput(BaseModel):
+    """When may a send go: now, or when its window opens? For a record or an enrollment
+    (whose contact's time zone `recipient_local` windows follow)."""
+
+    tenant_id: str
+    window: dict[str, Any]
+    at: str  # the run's time, ISO
+    record_id: str | None = None
+    enrollment_id: str | None = None
+
+
+class WindowPlan(BaseModel):
+    opens_at: str | None  # None: open now (or the window cannot be found: send)
+    describe: str | None = None  # e.g. "opens Monday 09:00 Europe/Madrid"

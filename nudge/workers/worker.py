@@ -24,6 +24,7 @@ from nudge.activities.followup_record import FollowUpRecordActivities
 from nudge.activities.journey import JourneyActivities
 from nudge.activities.notification import NotificationActivities
 from nudge.activities.opening_watch import OpeningWatchActivities
+from nudge.activities.send_windows import SendWindowActivities
 from nudge.egress import EgressPolicy, tenant_http_client
 from nudge.messaging.delivery import Deliverer
 from nudge.metrics import use_temporal_runtime
@@ -114,6 +115,7 @@ def activities_for(
         DeliveryFallbackActivities(sessions, deliverer).fall_back_if_undelivered,
         *_campaign_activities(CampaignActivities(sessions, deliverer)),
         *_opening_activities(OpeningWatchActivities(sessions, deliverer)),
+        SendWindowActivities(sessions).window_opens,
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -26,6 +27,7 @@ from nudge.workflows.policies import (
     HEARTBEAT_TIMEOUT,
     SEND_RETRY,
 )
+from nudge.workflows.send_windows import hold_for_window
 from nudge.workflows.timers import wait_until
 
 with workflow.unsafe.imports_passed_through():
@@ -61,6 +63,17 @@ class FollowUpRecordWorkflow:
         for attempt in range(1, plan.attempts + 1):
             if self._ended:
                 break
+            await hold_for_window(
+                plan.send_window,
+                tenant_id=request.tenant_id,
+                record_id=request.record_id,
+                ended=lambda: self._ended is not None,
+                say=_attempt_details(attempt, plan.attempts),
+                time_scale=request.time_scale,
+            )
+            if self._ended:
+                break
+            # The next attempt counts from this one's real send, however long it waited.
             last = attempt == plan.attempts
             next_at = None if last else workflow.now() + interval
             workflow.set_current_details(f"Attempt {attempt} of {plan.attempts}")
@@ -221,3 +234,10 @@ def _unknown_note(count: int) -> str:
     if not count:
         return ""
     return f"{count} send{'' if count == 1 else 's'} unknown (not resent)"
+
+
+def _attempt_details(attempt: int, attempts: int) -> Callable[[str], None]:
+    def say(what: str) -> None:
+        workflow.set_current_details(f"Attempt {attempt} of {attempts}: {what}")
+
+    return say

@@ -46,6 +46,7 @@ from nudge.workflows.policies import (
     HEARTBEAT_TIMEOUT,
     SEND_RETRY,
 )
+from nudge.workflows.send_windows import hold_for_window
 from nudge.workflows.timers import wait_until
 
 with workflow.unsafe.imports_passed_through():
@@ -205,11 +206,25 @@ class JourneyEnrollmentWorkflow:
     # The steps -----------------------------------------------------------------------------
 
     async def _send_message(self, step: JourneyStepPlan, visit: int) -> str | None:
+        if not await self._in_window(step):
+            return None
         self._say(f"At step {step.id}: sending a message")
         sent = await self._act(
             step, JourneyActivities.send_message, self._input(step, visit), "send the message"
         )
         return step.next if sent else None
+
+    async def _in_window(self, step: JourneyStepPlan) -> bool:
+        """Wait for the step's send window; False when the run was ended meanwhile."""
+        await hold_for_window(
+            step.send_window,
+            tenant_id=self._request.tenant_id,
+            enrollment_id=self._request.enrollment_id,
+            ended=lambda: self._ended is not None,
+            say=lambda what: self._say(f"At step {step.id}, {what}"),
+            time_scale=self._request.time_scale,
+        )
+        return self._ended is None
 
     async def _wait(self, step: JourneyStepPlan, visit: int) -> str | None:
         assert step.minutes is not None
@@ -226,6 +241,9 @@ class JourneyEnrollmentWorkflow:
 
     async def _ask(self, step: JourneyStepPlan, visit: int) -> str | None:
         assert step.timeout_minutes is not None
+        if not await self._in_window(step):
+            return None
+        # The reply's time counts from the question's real send.
         until = workflow.now() + self._scaled(step.timeout_minutes)
         # From the moment the question leaves, an incoming message is its reply.
         self._asking, self._reply = True, None

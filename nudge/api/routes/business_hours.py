@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Path, Query, Response, status
 from pydantic import BeforeValidator
 
 from nudge.api.deps import AdminDep, PageDep, SessionDep
+from nudge.api.relay import RelayDep
 from nudge.errors import InvalidInput
 from nudge.models.business_hours import (
     BUSINESS_HOURS_EXAMPLE,
@@ -23,6 +24,7 @@ from nudge.models.business_hours import (
 from nudge.models.channels import CHANNEL_SLUG
 from nudge.models.pages import Page
 from nudge.models.tables import BusinessHours, utcnow
+from nudge.runs.closed_hours import stage_schedule_edited
 from nudge.store.business_hours import (
     business_hours_page,
     delete_business_hours,
@@ -66,10 +68,15 @@ async def upsert_business_hours(
     ],
     principal: AdminDep,
     session: SessionDep,
+    relay: RelayDep,
 ) -> BusinessHoursPublic:
-    """Create or replace a schedule. A tenant usually has `default`; queues may have theirs."""
+    """Create or replace a schedule. A tenant usually has `default`; queues may have theirs.
+    Contacts waiting for it to open are told at the opening the new hours give."""
     row = await put_business_hours(session, principal.tenant_id, schedule_id, body)
+    # A watch waiting for the old opening computes it again (none waiting: nothing happens).
+    entry = stage_schedule_edited(session, principal.tenant_slug, row)
     await session.commit()
+    await relay.relay_written([entry])
     return business_hours_public(row)
 
 
