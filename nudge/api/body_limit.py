@@ -7,6 +7,9 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 1_000_000
+# Uploads are larger by nature: a campaign's CSV of a million rows is some 50 MB.
+MAX_UPLOAD_BYTES = 100_000_000
+UPLOADS = frozenset({("POST", "/v1/campaigns")})
 
 
 class BodyLimit:
@@ -21,9 +24,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
+        limit = self._limit(scope)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._max:
-            await self._refuse(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, receive, send, limit)
             return
         received = 0
 
@@ -32,16 +36,20 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self._max:
+                if received > limit:
                     # Raised inside the route's read: the app's handlers answer it as a 413.
-                    raise HTTPException(413, detail=self._detail)
+                    raise HTTPException(413, detail=_detail(limit))
             return message
 
         await self._app(scope, counting_receive, send)
 
-    @property
-    def _detail(self) -> str:
-        return f"request body over {self._max // 1_000_000} MB"
+    def _limit(self, scope: Scope) -> int:
+        upload = (scope.get("method", ""), scope.get("path", "")) in UPLOADS
+        return max(self._max, MAX_UPLOAD_BYTES) if upload else self._max
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await JSONResponse({"detail": self._detail}, status_code=413)(scope, receive, send)
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        await JSONResponse({"detail": _detail(limit)}, status_code=413)(scope, receive, send)
+
+
+def _detail(limit: int) -> str:
+    return f"request body over {limit // 1_000_000} MB"

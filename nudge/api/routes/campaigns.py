@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nudge.api.body_limit import MAX_UPLOAD_BYTES
 from nudge.api.deps import AdminDep, PageDep, SessionDep, SettingsDep
 from nudge.api.relay import RelayDep
 from nudge.errors import Conflict, InvalidInput
@@ -57,8 +58,14 @@ async def create_campaign(
     session: SessionDep,
     settings: SettingsDep,
     relay: RelayDep,
-    file: Annotated[UploadFile, File(description="The CSV: UTF-8, a header line first.")],
-    campaign: Annotated[str, Form(description=_CAMPAIGN_DOC)],
+    file: Annotated[
+        UploadFile,
+        File(
+            description="The CSV: UTF-8, a header line first; at most 100 MB.",
+            json_schema_extra={"maxLength": MAX_UPLOAD_BYTES},
+        ),
+    ],
+    campaign: Annotated[str, Form(max_length=100_000, description=_CAMPAIGN_DOC)],
 ) -> CampaignPublic:
     """Create a campaign from a CSV. The whole file is checked first: problems come back as
     a 422 listing line, column and reason, and nothing is stored."""
