@@ -147,6 +147,7 @@ async def test_reminds_on_schedule_then_runs_the_after_all_actions(
         "reconciliation_id": "INC0012",
         "attempt": 1,
         "attempts": 3,
+        "generation": 1,
     }
     tickets_call = next(r for r in itsm.requests if r.method == "GET")
     assert tickets_call.headers["authorization"] == "Bearer itsm-s3cret"
@@ -720,6 +721,7 @@ async def test_export_carries_definitions_and_secret_names_and_another_tenant_im
     assert json.loads(bundle.read(manifest["followups"][0]))["schedule"] == {
         "notify_minutes": 60,
         "attempts": 3,
+        "send_window": None,
     }
 
     imported = await api.post(
