@@ -21,6 +21,7 @@ from nudge.integrations.calls import IntegrationError, call_integration
 from nudge.messaging.channels.base import Outbound
 from nudge.messaging.contacts import contact_context, recipient_of
 from nudge.messaging.delivery import Deliverer
+from nudge.models.business_hours import BusinessHoursPut, status_at
 from nudge.models.channels import LAST_USED
 from nudge.models.db import read_only, transaction
 from nudge.models.integrations import Integration, SetAttribute
@@ -28,16 +29,19 @@ from nudge.models.journeys import (
     AskStep,
     AssignStep,
     BranchStep,
+    CheckHoursStep,
     HttpRequestStep,
     JourneyDefinition,
     JumpToStep,
     SendMessageStep,
     Step,
+    SurveyStep,
     TriggerJourneyStep,
     UpdateContactStep,
     WaitStep,
     condition_template,
     is_true,
+    survey_score,
 )
 from nudge.models.messages import AnyMessage, TextMessage, render_message
 from nudge.models.payloads import (
@@ -45,11 +49,14 @@ from nudge.models.payloads import (
     EndEnrollmentInput,
     EnrollmentRef,
     HandOver,
+    HoursCheckInput,
     JourneyPlan,
     JourneyStepPlan,
     StepInput,
     StepOutcome,
     StopAllInput,
+    SurveyAnswerInput,
+    SurveyInput,
 )
 from nudge.models.signals import STOP_ENROLLMENT
 from nudge.models.tables import Channel, Contact, Enrollment, Journey, Tenant, utcnow
@@ -57,6 +64,7 @@ from nudge.models.template_context import message_context
 from nudge.naming import journey_workflow_id
 from nudge.runs.signals import signal_runs
 from nudge.security import SecretBox
+from nudge.store.business_hours import find_business_hours, schedule_of
 from nudge.store.directory import find_channel, secret_values
 from nudge.store.journeys import (
     ACTIVE,
@@ -67,6 +75,7 @@ from nudge.store.journeys import (
     journey_definition_at,
     mark_ended,
 )
+from nudge.store.surveys import record_survey_reply, record_survey_sent
 from nudge.templating import render
 
 # The channel an `assign` step without an integration tells.
@@ -124,11 +133,12 @@ def journey_plan(journey_id: str, version: int, definition: JourneyDefinition) -
         planned = JourneyStepPlan(id=step.id, type=step.type, next=definition.following(step.id))
         if isinstance(step, WaitStep):
             planned.minutes = step.minutes
-        elif isinstance(step, AskStep):
+        elif isinstance(step, AskStep | SurveyStep):
             planned.timeout_minutes = step.timeout_minutes
             planned.on_timeout = step.on_timeout or planned.next
-        if isinstance(step, SendMessageStep | AskStep) and step.send_window is not None:
-            planned.send_window = step.send_window.model_dump(exclude_none=True)
+        if isinstance(step, SendMessageStep | AskStep | SurveyStep):
+            window = step.send_window
+            planned.send_window = window.model_dump(exclude_none=True) if window else None
         elif isinstance(step, TriggerJourneyStep):
             planned.journey_id, planned.start_at = step.journey_id, step.start_at
         elif isinstance(step, JumpToStep):
@@ -231,10 +241,12 @@ class JourneyActivities:
         channel: Channel,
         message: AnyMessage,
         source: dict[str, Any],
+        part: str = "",
     ) -> None:
         # The visit makes a loop that comes back to a step send again; a retry does not.
+        # ``part`` names a step's second message (a survey's re-ask), sent once as well.
         key = (
-            f"{request.key_prefix}:{request.step_id}#{request.visit}"
+            f"{request.key_prefix}:{request.step_id}#{request.visit}{part}"
             f":{entered.contact.external_id}:{channel.slug}"
         )
         await self._deliverer.deliver(
@@ -269,7 +281,80 @@ class JourneyActivities:
             enrollment.waiting_until = None
         return StepOutcome()
 
+    # Surveys -----------------------------------------------------------------------------------
+
+    @activity.defn(name="send_journey_survey")
+    async def send_survey(self, request: SurveyInput) -> StepOutcome:
+        """Send a `survey` step's question (or, ``again``, its `invalid_message`) effectively
+        once, and keep the question as sent."""
+        entered = await self._enter(request)
+        if isinstance(entered, StepOutcome):
+            return entered
+        step = entered.step
+        assert isinstance(step, SurveyStep)
+        template = step.invalid_message if request.again else step.question
+        assert template is not None  # the workflow asks again only when there is one
+        channel = await self._channel(entered, step.channel)
+        try:
+            message = render_message(template, entered.templates())
+        except Exception as exc:
+            raise template_failure(exc, f"step {step.id!r} survey message") from None
+        part = ".again" if request.again else ""
+        await self._deliver(
+            entered, request, channel, message, entered.source(survey=step.kind), part
+        )
+        # After the send: a question that never left is not counted as sent.
+        async with transaction(self._sessions) as session:
+            await record_survey_sent(session, entered.enrollment, step.id, request.visit, step.kind)
+        return StepOutcome()
+
+    @activity.defn(name="save_journey_survey_answer")
+    async def save_survey_answer(self, request: SurveyAnswerInput) -> StepOutcome:
+        """Keep a survey's reply: its score, or `invalid` when it is none; ``again`` in the
+        outcome when the step asks once more instead (its `invalid_message`)."""
+        async with transaction(self._sessions) as session:
+            enrollment = await _enrollment(session, request.enrollment_id)
+            if enrollment.state != ACTIVE:
+                return _ended(enrollment)
+            definition = await journey_definition_at(
+                session, enrollment.journey_id, enrollment.version
+            )
+            step = definition.step(request.step_id)
+            assert isinstance(step, SurveyStep)
+            score = survey_score(step.kind, request.text)
+            enrollment.answer = request.text
+            enrollment.waiting_until = None
+            if score is None and step.invalid_message is not None and not request.again:
+                return StepOutcome(again=True)
+            if score is not None and step.variable is not None:
+                enrollment.variables = {**enrollment.variables, step.variable: score}
+            await record_survey_reply(
+                session,
+                enrollment,
+                step.id,
+                request.visit,
+                step.kind,
+                score=score,
+                reply=request.text,
+            )
+        return StepOutcome()
+
     # Decisions and changes --------------------------------------------------------------------
+
+    @activity.defn(name="check_journey_hours")
+    async def check_hours(self, request: HoursCheckInput) -> StepOutcome:
+        """The step a `check_hours` step continues at: `open` or `closed`, at the run's time."""
+        entered = await self._enter(request)
+        if isinstance(entered, StepOutcome):
+            return entered
+        step = entered.step
+        assert isinstance(step, CheckHoursStep)
+        async with read_only(self._sessions)() as session:
+            row = await find_business_hours(session, entered.tenant.id, step.business_hours)
+        if row is None:
+            note = f"no business hours {step.business_hours!r}, so counted as open"
+            return StepOutcome(next=step.open, note=note)
+        return _hours_outcome(step, schedule_of(row), request)
 
     @activity.defn(name="evaluate_journey_branch")
     async def evaluate_branch(self, request: StepInput) -> StepOutcome:
@@ -415,6 +500,21 @@ class JourneyActivities:
         ids = [journey_workflow_id(request.tenant, request.journey_id, c) for c in contacts]
         await signal_runs(activity.client(), ids, STOP_ENROLLMENT, request.stop)
         return len(ids)
+
+
+def _hours_outcome(
+    step: CheckHoursStep, schedule: BusinessHoursPut, request: HoursCheckInput
+) -> StepOutcome:
+    """Open or closed at the run's time, said for people (times in the schedule's zone)."""
+    status = status_at(schedule, request.at)
+    name = f"business hours {step.business_hours!r}"
+    if status.open:
+        close = status.next_close
+        until = f" until {close:%A %H:%M} {schedule.timezone}" if close else ""
+        return StepOutcome(next=step.open, note=f"{name} are open{until}")
+    why = f" ({status.reason})" if status.reason else ""
+    opens = f", opening {status.next_open:%A %H:%M} {schedule.timezone}" if status.next_open else ""
+    return StepOutcome(next=step.closed, note=f"{name} are closed{why}{opens}")
 
 
 async def _enrollment(session: AsyncSession, enrollment_id: str) -> Enrollment:

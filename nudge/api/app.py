@@ -34,6 +34,7 @@ from nudge.api.routes import (
     notifications,
     secrets,
     senders,
+    surveys,
     webhooks,
 )
 from nudge.egress import EgressPolicy, tenant_http_client
@@ -109,6 +110,7 @@ def create_app(
         deliveries,
         senders,
         message_metrics,
+        surveys,
         followups,
         journeys,
         events,

@@ -29,6 +29,10 @@ MINUTES_IN_A_YEAR = 525_600
 ExitCondition = Literal["incoming_message", "outgoing_message", "manual_assignment"]
 JourneyStatus = Literal["draft", "published", "stopped"]
 EnrollmentState = Literal["active", "completed", "exited", "stopped", "handed_over"]
+SurveyKind = Literal["csat", "nps"]
+# The scores each survey takes, lowest and highest.
+SURVEY_SCALES: dict[str, tuple[int, int]] = {"csat": (1, 5), "nps": (0, 10)}
+_SCORE = re.compile(r"\s*([0-9]{1,2})\s*")
 
 Minutes = Annotated[int, Field(ge=1, le=MINUTES_IN_A_YEAR, description="1..525600 (a year).")]
 StepId = Annotated[str, Field(pattern=STEP_ID)]
@@ -54,6 +58,16 @@ def condition_template(condition: str) -> str:
 def is_true(rendered: str) -> bool:
     """How a rendered condition counts: empty, ``false``, ``none`` and ``0`` are false."""
     return rendered.strip().lower() not in ("", "false", "none", "0")
+
+
+def survey_score(kind: str, reply: str) -> int | None:
+    """The score a reply gives: a whole number of the survey's scale, alone (spaces around
+    it are fine); None for anything else ("5 stars" is not read as 5: it may say more)."""
+    found = _SCORE.fullmatch(reply)
+    if found is None:
+        return None
+    score, (lowest, highest) = int(found.group(1)), SURVEY_SCALES[kind]
+    return score if lowest <= score <= highest else None
 
 
 # Trigger and settings -------------------------------------------------------------------------
@@ -241,6 +255,57 @@ class HttpRequestStep(_Step):
     variable: VariableName
 
 
+class CheckHoursStep(_Step):
+    """Go on at `open` while a business-hours schedule is open at the run's own time, else
+    at `closed`. A schedule that does not exist counts as open (the run's details say so):
+    a misspelt or deleted schedule never strands contacts on the closed path."""
+
+    type: Literal["check_hours"]
+    business_hours: Annotated[str, Field(pattern=CHANNEL_SLUG)] = Field(
+        description="The schedule's id (`PUT /v1/business-hours/{id}`), e.g. `default`."
+    )
+    open: StepId
+    closed: StepId
+
+
+class SurveyStep(_MessageStep):
+    """Ask a CSAT (1-5) or NPS (0-10) question, wait for the reply and store the score per
+    contact (counted by `GET /v1/metrics/surveys`); the score is also `answer`, and goes in
+    `variables` under `variable` when one is given.
+
+    A reply that is not a whole number of the scale is not a score: with `invalid_message`
+    that message goes once and the survey waits again (a fresh `timeout_minutes`); without
+    it, or when the next reply is no score either, the reply is stored as `invalid` (sent,
+    not answered) and the journey goes on at `next` all the same. No reply in time:
+    `on_timeout` (default `next`), and the question counts as sent, not answered."""
+
+    type: Literal["survey"]
+    kind: SurveyKind = Field(
+        description="`csat`: 1-5, satisfied at 4-5; `nps`: 0-10, promoters 9-10, detractors 0-6."
+    )
+    channel: ChannelRef
+    question: MessageTemplate = Field(description="Templates see `contact`, `variables`, `answer`.")
+    timeout_minutes: Minutes
+    on_timeout: StepId | None = Field(
+        default=None, description="Where it goes when no reply came in time; default `next`."
+    )
+    invalid_message: MessageTemplate | None = Field(
+        default=None, description="Sent once when a reply is not a score of the scale."
+    )
+    variable: VariableName | None = Field(
+        default=None, description="Keep the score in `variables` under this name too."
+    )
+
+    @model_validator(mode="after")
+    def _known_message_names(self) -> SurveyStep:
+        problems = unknown_names(self.question, JOURNEY_NAMES, ("question",))
+        if self.invalid_message is not None:
+            problems += unknown_names(self.invalid_message, JOURNEY_NAMES, ("invalid_message",))
+        if problems:
+            raise located_errors(type(self).__name__, problems)
+        return self
+
+
 class TriggerJourneyStep(_Step):
     """Hand the contact over to another journey, from its beginning or from a named step."""
 
@@ -268,11 +333,13 @@ Step = Annotated[
     | HttpRequestStep
     | TriggerJourneyStep
     | JumpToStep
-    | EndStep,
+    | EndStep
+    | CheckHoursStep
+    | SurveyStep,
     Field(discriminator="type"),
 ]
-# These do not fall through to the following step.
-FINAL_TYPES = frozenset({"end", "trigger_journey", "jump_to"})
+# These do not fall through to the following step (`check_hours` always names both ways).
+FINAL_TYPES = frozenset({"end", "trigger_journey", "jump_to", "check_hours"})
 
 
 # The definition -------------------------------------------------------------------------------
@@ -352,12 +419,14 @@ class JourneyDefinition(_Strict):
         """Every step the step can lead to."""
         step = self.step(step_id)
         found = [self.following(step_id)]
-        if isinstance(step, AskStep):
+        if isinstance(step, AskStep | SurveyStep):
             found.append(step.on_timeout)
         elif isinstance(step, BranchStep):
             found += [b.next for b in step.branches] + [step.else_]
         elif isinstance(step, JumpToStep):
             found.append(step.target)
+        elif isinstance(step, CheckHoursStep):
+            found += [step.open, step.closed]
         return [target for target in found if target is not None]
 
 
@@ -376,7 +445,7 @@ def _references(step: Step) -> Iterator[tuple[Loc, str]]:
     """Each step id the step names, with the path of the field that names it."""
     if step.next is not None:
         yield ("next",), step.next
-    if isinstance(step, AskStep) and step.on_timeout is not None:
+    if isinstance(step, AskStep | SurveyStep) and step.on_timeout is not None:
         yield ("on_timeout",), step.on_timeout
     if isinstance(step, BranchStep):
         for j, branch in enumerate(step.branches):
@@ -385,6 +454,9 @@ def _references(step: Step) -> Iterator[tuple[Loc, str]]:
             yield ("else",), step.else_
     if isinstance(step, JumpToStep):
         yield ("target",), step.target
+    if isinstance(step, CheckHoursStep):
+        yield ("open",), step.open
+        yield ("closed",), step.closed
 
 
 def _unknown_targets(defn: JourneyDefinition) -> list[tuple[Loc, str, str, Any]]:

@@ -289,10 +289,12 @@ class StepOutcome(BaseModel):
     """``active`` is False when the enrollment was ended elsewhere (a stop of the journey)."""
 
     active: bool = True
-    next: str | None = None  # branch: the step chosen
+    next: str | None = None  # branch, check_hours: the step chosen
     state: str = "active"
     ended_by: str | None = None
     end_reason: str | None = None
+    note: str | None = None  # check_hours: what was decided, for the run's details
+    again: bool = False  # survey: the reply was no score; ask once more
 
 
 class AnswerInput(BaseModel):
@@ -300,6 +302,22 @@ class AnswerInput(BaseModel):
     enrollment_id: str
     step_id: str
     text: str
+
+
+class HoursCheckInput(StepInput):
+    """A `check_hours` step, decided at the run's own time (``workflow.now()``), which is
+    what a replay and the time-skipping test server agree on."""
+
+    at: datetime
+
+
+class SurveyInput(StepInput):
+    again: bool = False  # send the survey's `invalid_message` instead of its question
+
+
+class SurveyAnswerInput(AnswerInput):
+    visit: int = 1
+    again: bool = False  # the reply to the `invalid_message`: no third try
 
 
 class HandOver(BaseModel):

@@ -559,3 +559,34 @@ class ClosedReply(Base):
     notified_at: Mapped[datetime | None] = mapped_column()
     delivery_id: Mapped[str | None] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SurveyResponse(Base):
+    """One survey question a journey sent a contact, and the score they gave (none yet, or
+    `invalid` when the reply was no score of the scale)."""
+
+    __tablename__ = "survey_responses"
+    __table_args__ = (
+        # One question per visit of the step: a retry of the send finds its row.
+        UniqueConstraint("enrollment_id", "step_id", "visit"),
+        Index("ix_survey_responses_sent", "tenant_id", "sent_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    journey_id: Mapped[str] = mapped_column(ForeignKey("journeys.id", ondelete="CASCADE"))
+    enrollment_id: Mapped[str] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
+    contact_id: Mapped[str] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    step_id: Mapped[str] = mapped_column(String(63))
+    visit: Mapped[int] = mapped_column(Integer, default=1)
+    # `csat` (1-5) or `nps` (0-10).
+    kind: Mapped[str] = mapped_column(String(8))
+    # sent | answered | invalid
+    status: Mapped[str] = mapped_column(String(16), default="sent")
+    score: Mapped[int | None] = mapped_column(Integer)
+    # The reply as written (the score's, or the one that was no score).
+    reply: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column()

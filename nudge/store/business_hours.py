@@ -83,7 +83,8 @@ async def delete_business_hours(session: AsyncSession, tenant_id: str, slug: str
 
 async def users_of(session: AsyncSession, tenant_id: str, slug: str) -> list[str]:
     """Who names the schedule: follow-ups through ``schedule.send_window.business_hours``,
-    journey steps through ``send_window`` or ``check_hours`` (``.business_hours``).
+    journey steps through ``send_window`` or ``check_hours`` (``.business_hours``), and
+    `check_hours` steps through their own ``business_hours``.
 
     A best-effort scan of the current version's stored JSON, like the journeys' own
     references: it reads the fields by name, so it holds whatever the models later put
@@ -98,6 +99,11 @@ def _names(holder: Any, window: str, slug: str) -> bool:
     """``holder[window].business_hours == slug``, for any JSON at all."""
     found = holder.get(window) if isinstance(holder, dict) else None
     return isinstance(found, dict) and found.get("business_hours") == slug
+
+
+def _checks_hours(step: Any, slug: str) -> bool:
+    """A `check_hours` step names its schedule in a field of its own, ``business_hours``."""
+    return isinstance(step, dict) and step.get("business_hours") == slug
 
 
 async def _followups_using(session: AsyncSession, tenant_id: str, slug: str) -> list[str]:
@@ -132,6 +138,10 @@ async def _journey_steps_using(session: AsyncSession, tenant_id: str, slug: str)
     for name, definition in rows:
         steps = definition.get("steps") if isinstance(definition, dict) else None
         for step in steps if isinstance(steps, list) else []:
-            if _names(step, "send_window", slug) or _names(step, "check_hours", slug):
+            if (
+                _names(step, "send_window", slug)
+                or _names(step, "check_hours", slug)
+                or _checks_hours(step, slug)
+            ):
                 users.append(f"journey {name!r} step {step.get('id')!r}")
     return users

@@ -23,6 +23,7 @@ from nudge.models.payloads import (
     EnrollmentInput,
     EnrollmentRef,
     HandOver,
+    HoursCheckInput,
     JourneyAssignment,
     JourneyMessage,
     JourneyPlan,
@@ -30,6 +31,8 @@ from nudge.models.payloads import (
     JourneyStepPlan,
     StepInput,
     StepOutcome,
+    SurveyAnswerInput,
+    SurveyInput,
 )
 from nudge.models.signals import JOURNEY_ASSIGNMENT, JOURNEY_MESSAGE, STOP_ENROLLMENT
 from nudge.naming import (
@@ -57,7 +60,7 @@ EXIT_CONDITION = "exit condition"
 LOCAL_END = "end-enrollment-locally"
 # How many handled event ids a run remembers to drop repeats (a repeat comes within minutes).
 SEEN_EVENTS = 500
-OUTWARD_STEPS = frozenset({"send_message", "ask", "assign", "http_request"})
+OUTWARD_STEPS = frozenset({"send_message", "ask", "assign", "http_request", "survey"})
 Outcome = tuple[str, Ending]  # (enrollment state, who or what ended it and why)
 StepRunner = Callable[[JourneyStepPlan, int], Awaitable[str | None]]
 
@@ -173,6 +176,8 @@ class JourneyEnrollmentWorkflow:
             "trigger_journey": self._trigger_journey,
             "jump_to": self._jump_to,
             "end": self._end_step,
+            "check_hours": self._check_hours,
+            "survey": self._survey,
         }
         return await runners[step.type](step, visit)
 
@@ -245,16 +250,34 @@ class JourneyEnrollmentWorkflow:
             return None
         # The reply's time counts from the question's real send.
         until = workflow.now() + self._scaled(step.timeout_minutes)
+        question = self._input(step, visit, until)
+        reply = await self._put_question(
+            step, JourneyActivities.send_message, question, "send the question"
+        )
+        if self._ended is not None:
+            return None
+        if reply is None:
+            return step.on_timeout
+        answer = AnswerInput(
+            tenant_id=self._request.tenant_id,
+            enrollment_id=self._request.enrollment_id,
+            step_id=step.id,
+            text=reply.text,
+        )
+        saved = await self._act(step, JourneyActivities.save_answer, answer, "save the reply")
+        return step.next if saved else None
+
+    async def _put_question(
+        self, step: JourneyStepPlan, send: Any, question: StepInput, summary: str
+    ) -> JourneyMessage | None:
+        """Send a question and wait for its reply until ``question.waiting_until``; None
+        when none came (in time, or before the run was ended: the caller checks that)."""
+        assert question.waiting_until is not None
+        until = question.waiting_until
         # From the moment the question leaves, an incoming message is its reply.
         self._asking, self._reply = True, None
         try:
-            sent = await self._act(
-                step,
-                JourneyActivities.send_message,
-                self._input(step, visit, until),
-                "send the question",
-            )
-            if not sent:
+            if not await self._act(step, send, question, summary):
                 return None
             self._say(f"At step {step.id}, waiting for a reply until {_when(until)}")
             await wait_until(
@@ -264,18 +287,40 @@ class JourneyEnrollmentWorkflow:
             )
         finally:
             self._asking = False
-        if self._ended is not None:
+        return self._reply
+
+    async def _survey(self, step: JourneyStepPlan, visit: int) -> str | None:
+        """Ask, and keep the score; a reply that is no score may get one more try (the
+        activity says so: it reads the step's `invalid_message`)."""
+        assert step.timeout_minutes is not None
+        if not await self._in_window(step):
             return None
-        if self._reply is None:
-            return step.on_timeout
-        answer = AnswerInput(
-            tenant_id=self._request.tenant_id,
-            enrollment_id=self._request.enrollment_id,
-            step_id=step.id,
-            text=self._reply.text,
-        )
-        saved = await self._act(step, JourneyActivities.save_answer, answer, "save the reply")
-        return step.next if saved else None
+        again = False
+        while True:
+            until = workflow.now() + self._scaled(step.timeout_minutes)
+            question = SurveyInput(**self._input(step, visit, until).model_dump(), again=again)
+            summary = "ask again" if again else "send the survey"
+            reply = await self._put_question(step, JourneyActivities.send_survey, question, summary)
+            if self._ended is not None:
+                return None
+            if reply is None:
+                return step.on_timeout
+            answer = SurveyAnswerInput(
+                tenant_id=self._request.tenant_id,
+                enrollment_id=self._request.enrollment_id,
+                step_id=step.id,
+                visit=visit,
+                text=reply.text,
+                again=again,
+            )
+            saved = await self._act(
+                step, JourneyActivities.save_survey_answer, answer, "save the score"
+            )
+            if saved is None:
+                return None
+            if not saved.again:  # never twice: the answer to the re-ask is kept as it is
+                return step.next
+            again = True
 
     async def _branch(self, step: JourneyStepPlan, visit: int) -> str | None:
         # Conditions are evaluated in an activity, not here: they read the contact and the
@@ -286,6 +331,18 @@ class JourneyEnrollmentWorkflow:
             step, JourneyActivities.evaluate_branch, self._input(step, visit), "evaluate"
         )
         return outcome.next if outcome else None
+
+    async def _check_hours(self, step: JourneyStepPlan, visit: int) -> str | None:
+        # Decided in an activity (the schedule is in the database) at the run's own time,
+        # passed in: a replay, and a test server that skips time, see the same instant.
+        check = HoursCheckInput(**self._input(step, visit).model_dump(), at=workflow.now())
+        outcome = await self._act(
+            step, JourneyActivities.check_hours, check, "check the business hours"
+        )
+        if outcome is None:
+            return None
+        self._say(f"At step {step.id}, {outcome.note}: on to step {outcome.next}")
+        return outcome.next
 
     async def _assign(self, step: JourneyStepPlan, visit: int) -> str | None:
         self._say(f"At step {step.id}: asking the inbox to assign the contact")
