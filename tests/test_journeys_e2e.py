@@ -89,6 +89,7 @@ def test_the_chat_menu_walk_through_on_the_dev_stack(tmp_path: Path) -> None:
             "Chat menu: product",
             "Chat menu: service",
             "Chat menu: talk to sales",
+            "Service flow",
         ]
         walk.call("PUT", "/v1/contacts/lin", json={"name": "Lin"})
 
@@ -117,7 +118,7 @@ def test_the_chat_menu_walk_through_on_the_dev_stack(tmp_path: Path) -> None:
         stop(run, signal.SIGINT)
 
     with running_dev(data_dir, tmp_path / "second") as again:
-        # Imported on first start only: the same five journeys, no second menu.
-        assert len(Walk(again).call("GET", "/v1/journeys")["items"]) == 5
+        # Imported on first start only: the same six journeys, no second menu.
+        assert len(Walk(again).call("GET", "/v1/journeys")["items"]) == 6
         assert "imported the chat-menu template" not in again.errors()
         stop(again, signal.SIGINT)
