@@ -177,7 +177,8 @@ class DevStack:
         try:
             migrate(self.settings.resolved_database_url)
             key, _created = asyncio.run(ensure_demo_tenant(self.settings, DEMO_KEY_FILE))
-            # The chat-menu template, once: only while the demo tenant has no journey at all.
+            # The shipped templates (chat menu, service flow): each while the demo
+            # tenant has none of its journeys.
             asyncio.run(seed_demo_journeys(self.settings))
         except (SQLAlchemyError, OSError) as exc:
             raise StackError(f"could not prepare the database: {exc}") from None
