@@ -14,11 +14,16 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
+from nudge.activities.campaign import CampaignActivities
 from nudge.dev.fake_twilio import FakeTwilio
 from nudge.models.tables import CampaignRow, Contact, Delivery, utcnow
 from nudge.naming import campaign_workflow_id
+from nudge.security import SecretBox
 from nudge.settings import Settings
+from nudge.workers.worker import activities_for, build_worker
 from tests.conftest import TenantKeys
+from tests.utils.delivery_runs import DiesAfterTheProviderTookIt
+from tests.utils.egress import LOOPBACK, loopback_http
 from tests.utils.receivers import free_port
 from tests.utils.served import served_api
 from tests.utils.waiting import eventually
@@ -283,3 +288,66 @@ async def test_a_provider_that_asks_to_slow_down_delays_rows_instead_of_failing_
     done = await campaign_in(api, tenant, created["id"], "completed")
     assert done["progress"]["sent"] == 3 and done["progress"]["failed"] == 0
     assert len(twilio.sent) == 3
+
+
+@pytest.mark.usefixtures("worker", "served")
+async def test_metrics_count_the_receipts_and_the_reply_a_campaign_got(
+    api: httpx.AsyncClient, tenant: TenantKeys, twilio: FakeTwilio
+) -> None:
+    twilio.auto_receipts = ("sent", "delivered", "read")
+    await sms(api, tenant, twilio)
+    created = (await create(api, tenant)).json()
+    await campaign_in(api, tenant, created["id"], "completed")
+    answer, _sid = await asyncio.to_thread(twilio.send_sms, "+34600000002", "Renewed, thanks")
+    assert answer.status_code == 200
+
+    async def counted() -> dict[str, Any] | None:
+        got = await api.get(f"/v1/campaigns/{created['id']}/metrics", headers=tenant.headers())
+        metrics: dict[str, Any] = got.json()
+        return metrics if metrics["read"] == 3 and metrics["replied"] == 1 else None
+
+    metrics = await eventually(counted, message="the receipts and the reply are counted")
+    assert metrics == {
+        "total": 3, "sent": 3, "delivered": 3, "read": 3, "failed": 0, "replied": 1,
+        "reply_rate": 0.3333,
+    }  # fmt: skip
+    results = await api.get(f"/v1/campaigns/{created['id']}/results.csv", headers=tenant.headers())
+    lines = results.text.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("line,recipient,")
+    assert "+34600000002" in lines[2] and lines[2].split(",")[9] != ""  # replied_at
+
+
+async def test_a_worker_killed_after_the_provider_took_a_row_never_sends_it_twice(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    twilio: FakeTwilio,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    box: SecretBox,
+    time_env: WorkflowEnvironment,
+    served: str,
+) -> None:
+    await sms(api, tenant, twilio)
+    async with loopback_http() as http:
+        dying = DiesAfterTheProviderTookIt(sessions, box, http, LOOPBACK)
+        DiesAfterTheProviderTookIt.deaths = 0
+        campaign_activities = CampaignActivities(sessions, dying)
+        activities = [
+            a
+            for a in activities_for(settings, sessions, box, http)
+            if a.__name__ not in {"load_plan", "move", "send_batch"}
+        ]
+        activities += [
+            campaign_activities.load_plan,
+            campaign_activities.move,
+            campaign_activities.send_batch,
+        ]
+        async with build_worker(time_env.client, settings.task_queue, activities):
+            created = (await create(api, tenant)).json()
+            done = await campaign_in(api, tenant, created["id"], "completed")
+
+    # A row whose try was in flight when its worker died is `unknown` (Twilio cannot drop a
+    # copy), never sent again on its own; every recipient got the message exactly once.
+    progress = done["progress"]
+    assert progress["sent"] + progress["unknown"] == 3 and progress["unknown"] >= 1
+    assert sorted(m.to for m in twilio.sent) == ["+34600000001", "+34600000002", "+34600000003"]
