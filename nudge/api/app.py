@@ -18,6 +18,7 @@ from nudge.api.path_guard import EncodedSlashGuard
 from nudge.api.rate_limits import RateLimits
 from nudge.api.routes import (
     actions,
+    agents,
     api_keys,
     business_hours,
     campaigns,
@@ -28,6 +29,7 @@ from nudge.api.routes import (
     followups,
     groups,
     health,
+    inbox,
     journeys,
     message_metrics,
     metrics,
@@ -128,4 +130,14 @@ def create_app(
         app.include_router(sample_itsm)
     app.include_router(journeys.contact_router)
     app.include_router(message_metrics.campaign_router)
+    # The inbox: admins' agents, queues and access profiles; agents' interactions and notes.
+    for inbox_router in (
+        agents.router,
+        agents.queue_router,
+        agents.profile_router,
+        inbox.router,
+        inbox.notes_router,
+        inbox.metrics_router,
+    ):
+        app.include_router(inbox_router)
     return app

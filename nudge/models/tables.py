@@ -590,3 +590,191 @@ class SurveyResponse(Base):
     reply: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime] = mapped_column(default=utcnow)
     answered_at: Mapped[datetime | None] = mapped_column()
+
+
+class AccessProfile(Base):
+    """What the agents given this profile may use (`inbox`, `journeys`, …)."""
+
+    __tablename__ = "access_profiles"
+    __table_args__ = (UniqueConstraint("tenant_id", "slug"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    slug: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    modules: Mapped[list[str]] = mapped_column(JsonType)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Queue(Base):
+    """Where interactions wait for an agent; agents work on the queues they are in."""
+
+    __tablename__ = "queues"
+    __table_args__ = (UniqueConstraint("tenant_id", "slug"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    slug: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class QueueChannel(Base):
+    """A channel's default queue: where its new interactions go (one per channel)."""
+
+    __tablename__ = "queue_channels"
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    channel: Mapped[str] = mapped_column(String(63), primary_key=True)
+    queue_id: Mapped[str] = mapped_column(ForeignKey("queues.id", ondelete="CASCADE"), index=True)
+
+
+class Agent(Base):
+    """A person who answers contacts in the inbox; agent API keys name them by `slug`."""
+
+    __tablename__ = "agents"
+    __table_args__ = (UniqueConstraint("tenant_id", "slug"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    slug: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    # A profile in use cannot be deleted (the API names its agents): no cascade.
+    profile_id: Mapped[str | None] = mapped_column(ForeignKey("access_profiles.id"), index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AgentQueue(Base):
+    __tablename__ = "agent_queues"
+
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    queue_id: Mapped[str] = mapped_column(
+        ForeignKey("queues.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class InteractionCounter(Base):
+    """The tenant's last case number: one row, bumped in the transaction that opens a case."""
+
+    __tablename__ = "interaction_counters"
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    last: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Interaction(Base):
+    """One conversation of a contact on one channel, as the inbox works on it.
+
+    Besides what agents see, it keeps the current stay in a queue (`queued_at`,
+    `assigned_at`, `first_response_at`, `awaiting_since`) so that each event of
+    ``interaction_events`` can carry the time it measures.
+    """
+
+    __tablename__ = "interactions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "case_number"),
+        Index("ix_interactions_queue", "tenant_id", "queue", "status"),
+        Index("ix_interactions_assignee", "tenant_id", "assignee"),
+        Index("ix_interactions_contact", "contact_id", "channel"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    case_number: Mapped[int] = mapped_column(Integer)
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(63))
+    # chat, email, facebook, instagram, sms, twitter or whatsapp; `channel_rank` counts down
+    # that list (chat is 6), so `sort=channel` is descending like the other sorts.
+    channel_kind: Mapped[str] = mapped_column(String(16))
+    channel_rank: Mapped[int] = mapped_column(Integer)
+    digital_id: Mapped[str | None] = mapped_column(String(320))
+    queue: Mapped[str] = mapped_column(String(63))
+    assignee: Mapped[str | None] = mapped_column(String(200))
+    # new | open | resolved | ended
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    priority: Mapped[str] = mapped_column(String(8), default="normal")
+    priority_rank: Mapped[int] = mapped_column(Integer, default=1)
+    unread: Mapped[int] = mapped_column(Integer, default=0)
+    preview: Mapped[str] = mapped_column(String(200), default="")
+    outbound: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    assigned_at: Mapped[datetime | None] = mapped_column()
+    first_response_at: Mapped[datetime | None] = mapped_column()
+    # The contact's oldest message no agent has answered yet.
+    awaiting_since: Mapped[datetime | None] = mapped_column()
+    replies: Mapped[int] = mapped_column(Integer, default=0)
+    ended_at: Mapped[datetime | None] = mapped_column()
+    ended_by: Mapped[str | None] = mapped_column(String(200))
+    disposition: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+
+
+# A contact has at most one interaction that is not ended per channel (a partial unique index).
+Index(
+    "uq_interactions_current",
+    Interaction.tenant_id,
+    Interaction.contact_id,
+    Interaction.channel,
+    unique=True,
+    sqlite_where=Interaction.status != "ended",
+    postgresql_where=Interaction.status != "ended",
+)
+
+
+class InteractionTag(Base):
+    __tablename__ = "interaction_tags"
+
+    interaction_id: Mapped[str] = mapped_column(
+        ForeignKey("interactions.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(50), primary_key=True, index=True)
+
+
+class InteractionEvent(Base):
+    """What happened to an interaction (its history), each with what service metrics need:
+    the queue and agent it counts for, the time it measures, and how a stay in a queue
+    ended (`outcome`: attended, abandoned or lost)."""
+
+    __tablename__ = "interaction_events"
+    __table_args__ = (
+        Index("ix_interaction_events_tenant_at", "tenant_id", "at"),
+        Index("ix_interaction_events_interaction", "interaction_id", "at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    interaction_id: Mapped[str] = mapped_column(ForeignKey("interactions.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column()
+    queue: Mapped[str] = mapped_column(String(63))
+    agent: Mapped[str | None] = mapped_column(String(200))
+    seconds: Mapped[float | None] = mapped_column()
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+
+
+class ContactNote(Base):
+    """An agent's note on a contact: only its author sees it."""
+
+    __tablename__ = "contact_notes"
+    __table_args__ = (Index("ix_contact_notes_author", "tenant_id", "contact_id", "agent"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    agent: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    interaction_id: Mapped[str | None] = mapped_column(
+        ForeignKey("interactions.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
