@@ -21,6 +21,7 @@ from nudge.runs.closed_hours import stage_closed_hours
 from nudge.runs.followups import stage_record_press, stage_record_signal
 from nudge.runs.journeys import stage_signal, stage_start
 from nudge.settings import Settings
+from nudge.store.interactions import on_incoming_message
 from nudge.store.journeys import (
     active_enrollments_of_contact,
     create_enrollment,
@@ -59,6 +60,8 @@ async def stage_message(
     if event.direction == "incoming":
         at = event.at or utcnow()
         await attribute_reply(session, contact.id, event.channel, at)
+        # Opened (or taken back to the queue) in the agents' inbox.
+        await on_incoming_message(session, tenant_id, contact, event.channel, event.text, at)
         staged.entries += await stage_closed_hours(
             session,
             settings,
