@@ -117,6 +117,17 @@ async def test_a_contact_writing_while_closed_is_told_once_and_notified_once_at_
     messages = [r.json["message"]["text"] for r in await received(webhook_receiver, 2)]
     assert messages == [CLOSED, "We are open again, Ada"]
 
+    by_schedule = await api.get(
+        "/v1/business-hours/default/replies",
+        params={"kind": "subscription"},
+        headers=tenant.headers(),
+    )
+    (subscription,) = by_schedule.json()["items"]
+    assert (subscription["contact_id"], subscription["channel"]) == ("ada", "chat")
+    assert subscription["notified_at"] is not None and subscription["delivery_id"]
+    by_contact = await api.get("/v1/contacts/ada/closed-replies", headers=tenant.headers("service"))
+    assert sorted(r["kind"] for r in by_contact.json()["items"]) == ["subscription", "unavailable"]
+
 
 @pytest.mark.usefixtures("worker")
 async def test_a_no_or_silence_does_not_subscribe(
