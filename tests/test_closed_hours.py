@@ -108,6 +108,7 @@ async def test_a_contact_writing_while_closed_is_told_once_and_notified_once_at_
     await write(api, tenant, "anyone there?", 2)  # the same closed period: not told again
     await write(api, tenant, "Sí", 3)  # yes, in Spanish
     await write(api, tenant, "SIM", 4)  # and again, in Portuguese
+    await write(api, tenant, "still closed?", 5)  # writes again while subscribed
     assert await count(sessions, tenant, "unavailable") == 1
     assert await count(sessions, tenant, "subscription") == 1
     assert await count(sessions, tenant) == 1  # one notification: the closed message
