@@ -15,8 +15,9 @@ from nudge.naming import NOTIFICATION_WORKFLOW
 from nudge.workflows.policies import (
     BOOKKEEPING_RETRY,
     BOOKKEEPING_TIMEOUT,
-    DELIVERY_RETRY,
     DELIVERY_TIMEOUT,
+    HEARTBEAT_TIMEOUT,
+    SEND_RETRY,
 )
 
 with workflow.unsafe.imports_passed_through():
@@ -37,7 +38,10 @@ class SendNotificationWorkflow:
                     idempotency_key=self._idempotency_key(request),
                 ),
                 start_to_close_timeout=DELIVERY_TIMEOUT,
-                retry_policy=DELIVERY_RETRY,
+                # The send heartbeats while the provider is waited on: a killed worker's
+                # try is taken over in 30 s, and crashes do not use up an outage's tries.
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=SEND_RETRY,
                 summary=f"deliver to {request.contact} on {request.channel}",
             )
         except ActivityError as err:

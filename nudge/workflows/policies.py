@@ -6,24 +6,17 @@ from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 
-# A provider that is down is tried again for about half an hour, then the send fails.
-DELIVERY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=5),
-    maximum_attempts=10,
-)
 DELIVERY_TIMEOUT = timedelta(minutes=2)
 
 # Activities that call providers heartbeat (between recipients, and while a provider is
 # being waited on), so a killed worker's attempt is retried elsewhere after this long
 # instead of after its start-to-close timeout.
 HEARTBEAT_TIMEOUT = timedelta(seconds=30)
-# DELIVERY_RETRY's backoff, with room for crashes: Temporal counts a heartbeat timeout as
-# an attempt like any failure, so 10 tries would let a few worker kills use up what a
-# provider outage should get. 20 tries keep the first 10 on the same schedule (about half
-# an hour); the rest, 5 minutes apart, are there for attempts that crashed meanwhile. A
-# send already made is never repeated by them (the delivery's key and lease).
+# A provider that is down is tried again for about half an hour (the first 10 tries, from
+# 2 s doubling to 5 minutes apart), with room for crashes: Temporal counts a heartbeat
+# timeout as an attempt like any failure, so the 10 more tries, 5 minutes apart, keep a few
+# worker kills from using up what a provider outage should get. A send already made is
+# never repeated by them (the delivery's key and lease).
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
