@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from nudge import __version__
+from nudge.api import inbox_pages
 from nudge.api.body_limit import BodyLimit
 from nudge.api.errors import install_error_handlers
 from nudge.api.input_guard import refuse_unstorable_input
@@ -142,4 +143,6 @@ def create_app(
         inbox.metrics_router,
     ):
         app.include_router(inbox_router)
+    # The agents' web page at /inbox (sign-in with an agent key), outside the OpenAPI document.
+    inbox_pages.install(app)
     return app
