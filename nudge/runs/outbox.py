@@ -43,6 +43,9 @@ CONCURRENCY = 32
 # How often an idle relay looks for entries left behind, and how many it takes at once.
 RELAY_INTERVAL = timedelta(seconds=1)
 RELAY_BATCH = 500
+# How long a request waits for Temporal to take what it just wrote, before leaving it to
+# the relay loop.
+INLINE_BUDGET = timedelta(seconds=5)
 # How long relayed entries wait to be closed together (see DoneMarker).
 DONE_BATCH_WINDOW = timedelta(milliseconds=20)
 # Done entries are kept a week (to see what happened), then purged.
@@ -134,8 +137,19 @@ class Relay:
         self._done = done
 
     async def relay_written(self, entries: Sequence[OutboxEntry]) -> list[Outcome]:
-        """Relay entries this process has just committed (and so holds the lease of)."""
-        return await self._relay(entries, by="inline")
+        """Relay entries this process has just committed (and so holds the lease of).
+
+        Bounded: a request does not wait on a Temporal that answers slowly or not at all.
+        What is not told within ``INLINE_BUDGET`` stays leased to this try and is taken
+        over by the workers' relay when the lease lapses; a start or signal cut off midway
+        is found done by then (a start finds its run, a signal is dropped by event id)."""
+        try:
+            return await asyncio.wait_for(
+                self._relay(entries, by="inline"), INLINE_BUDGET.total_seconds()
+            )
+        except TimeoutError:
+            log.warning("outbox: %d entries left to the relay (Temporal is slow)", len(entries))
+            return []
 
     async def relay_ids(self, entry_ids: Sequence[str], *, by: str = "retry") -> list[Outcome]:
         """Relay the entries nobody else holds now (a client retrying its event)."""
