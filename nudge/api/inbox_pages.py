@@ -341,6 +341,8 @@ async def _acted(
     relay: Relay,
     interaction_id: str,
     action: Action,
+    *,
+    done: str | None = None,
 ) -> Response:
     """Run an agent's action like its API route: commit, relay what it staged, and go
     back to the interaction; a refusal shows on the page, nothing of it written."""
@@ -355,7 +357,7 @@ async def _acted(
     await session.commit()
     if change.entries:
         await relay.relay_written(change.entries)
-    return _redirect(f"/inbox/interactions/{change.interaction.id}")
+    return _redirect(done or f"/inbox/interactions/{change.interaction.id}")
 
 
 @router.post("/interactions/{interaction_id}/open")
@@ -425,7 +427,8 @@ async def transfer_action(
         body = TransferRequest.model_validate({"queue": form.get("queue", "")})
         return await inbox.transfer(session, signed.agent, interaction_id, body.queue, utcnow())
 
-    return await _acted(request, signed, session, relay, interaction_id, act)
+    # Back to the queue: in a queue that is not the agent's, it is no longer theirs to see.
+    return await _acted(request, signed, session, relay, interaction_id, act, done="/inbox")
 
 
 @router.post("/interactions/{interaction_id}/end")
@@ -596,30 +599,41 @@ async def _newest_change(session: AsyncSession, agent: InboxAgent) -> datetime |
 
 
 async def _changes(
-    sessions: async_sessionmaker[AsyncSession], agent: InboxAgent, since: datetime | None
+    sessions: async_sessionmaker[AsyncSession], agent: InboxAgent, seen: datetime | Unknown | None
 ) -> AsyncIterator[str]:
-    """An event each time ``_newest_change`` moves past what was last told (the page says
-    what it was rendered with, so a change in between is not missed)."""
+    """An event each time ``_newest_change`` moves past what the page last saw: the page
+    says what it was rendered with (None: nothing yet), so a change in between is not
+    missed; without that, the first look is where changes count from."""
     yield "retry: 1000\n\n"
-    last = since
+    last = seen
     ends = time.monotonic() + STREAM_SECONDS
     while time.monotonic() < ends:
         async with read_only(sessions)() as session:
             newest = await _newest_change(session, agent)
-        if newest is not None and (last is None or newest > last):
-            if last is not None or since is not None:
-                stamp = newest.isoformat()
-                yield f"id: {stamp}\nevent: changed\ndata: {stamp}\n\n"
+        if isinstance(last, Unknown):
+            last = newest
+        elif newest is not None and (last is None or newest > last):
+            stamp = newest.isoformat()
+            yield f"id: {stamp}\nevent: changed\ndata: {stamp}\n\n"
             last = newest
         await asyncio.sleep(POLL_SECONDS)
 
 
-def _since(value: str | None) -> datetime | None:
+class Unknown:
+    """What a page saw, when it did not say."""
+
+
+NOTHING_YET = "0"  # what a page rendered before any interaction of the agent's says
+
+
+def _seen(value: str | None) -> datetime | Unknown | None:
+    if value == NOTHING_YET:
+        return None
     try:
         parsed = datetime.fromisoformat(value) if value else None
     except ValueError:
-        return None
-    return parsed if parsed is not None and parsed.tzinfo is not None else None
+        parsed = None
+    return parsed if parsed is not None and parsed.tzinfo is not None else Unknown()
 
 
 @router.get("/events")
@@ -631,7 +645,7 @@ async def events(
     """Server-sent events: `changed` when an interaction the agent sees changed."""
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
     # A reconnecting browser names the last change it heard of.
-    seen = _since(request.headers.get("last-event-id")) or _since(since)
+    seen = _seen(request.headers.get("last-event-id") or since)
     return StreamingResponse(
         _changes(sessions, signed.agent, seen),
         media_type="text/event-stream",
