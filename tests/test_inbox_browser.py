@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,8 @@ async def incoming(api: httpx.AsyncClient, tenant: TenantKeys, text: str) -> Non
         "channel": HOOK,
         "text": text,
         "message_id": uuid.uuid4().hex,
+        # Given: the event path stamps the message and its interaction apart without it.
+        "at": datetime.now(UTC).isoformat(),
     }
     answer = await api.post("/v1/events/messages", json=event, headers=tenant.headers("service"))
     assert answer.status_code == 202, answer.text
@@ -176,6 +179,7 @@ async def test_an_agent_works_an_interaction_in_the_browser(
     await incoming(api, tenant, "Where is my order?")
     conversation = grace.get_by_role("log")
     await expect(conversation).to_contain_text("Where is my order?", timeout=10_000)
+    await expect(conversation).to_contain_text("Hello, is anyone there? <b>now</b>")
     assert await grace.evaluate("window.notReloaded === true")
     await expect(grace.locator("#status")).to_have_text("open")
 
