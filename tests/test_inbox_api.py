@@ -608,10 +608,6 @@ async def test_a_journeys_assign_step_routes_the_contact_to_its_queue(
     assert (theirs["queue"], theirs["assignee"], theirs["status"]) == ("support", "alan", "new")
 
 
-@pytest.mark.skipif(
-    "on_incoming_message" not in (ROOT / "nudge/runs/incoming.py").read_text(),
-    reason="the event path does not open interactions yet",
-)
 async def test_a_message_event_opens_an_interaction(api: httpx.AsyncClient, inbox: Inbox) -> None:
     event = {
         "contact_id": "ada",
@@ -629,6 +625,9 @@ async def test_a_message_event_opens_an_interaction(api: httpx.AsyncClient, inbo
         "Hello from the chat",
         "support",
     )
+    # The message that opened it, posted without `at`, is its conversation's first.
+    opened = await detail(api, inbox.agent("grace"), item["id"])
+    assert [m["text"] for m in opened["conversation"]] == ["Hello from the chat"]
 
 
 def test_an_answer_is_sent_as_written() -> None:

@@ -66,6 +66,8 @@ async def message_event(
     and end follow-ups. A retry with the same `message_id` finishes what the first try left
     undone and answers `duplicate`."""
     contact = await _contact(session, principal.tenant_id, event.contact_id)
+    # One time for everything the message sets off (history, interaction, replies).
+    event = event.model_copy(update={"at": event.at or utcnow()})
     duplicate = MessageEventAccepted(status="duplicate", message_id=event.message_id)
     if event.direction == "outgoing" and await is_own_delivery(
         session, principal.tenant_id, event.message_id
