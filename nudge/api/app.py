@@ -32,6 +32,7 @@ from nudge.api.routes import (
     groups,
     health,
     inbox,
+    inbox_history,
     journeys,
     message_metrics,
     metrics,
@@ -138,6 +139,8 @@ def create_app(
         agents.router,
         agents.queue_router,
         agents.profile_router,
+        # Before inbox.router: its `/{interaction_id}` would take `/history`.
+        inbox_history.router,
         inbox.router,
         inbox.notes_router,
         inbox.metrics_router,
