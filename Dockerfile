@@ -5,6 +5,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# DejaVu Sans: PDF transcripts print every script customers write, not only Latin-1.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
+
 RUN groupadd --system --gid 10001 nudge \
  && useradd --system --uid 10001 --gid nudge --home-dir /home/nudge --create-home \
       --shell /usr/sbin/nologin nudge
