@@ -741,3 +741,61 @@ async def test_a_webhook_channel_receiver_reports_receipts_by_idempotency_key(
     assert foreign.json() == {"status": "unknown_message", "delivery_status": None}
     delivery = await delivery_of(api, tenant, notification, "read")
     assert delivery["delivered_at"] is not None
+
+
+# --- the inbox on WhatsApp -----------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("worker", "served")
+async def test_an_agent_answers_a_whatsapp_contact_and_the_journey_ends_on_the_answer(
+    api: httpx.AsyncClient, tenant: TenantKeys, whatsapp: FakeWhatsApp
+) -> None:
+    admin = tenant.headers()
+    await whatsapp_channel(api, tenant, whatsapp)
+    await add_ada(api, tenant)
+    queue = {"name": "Support", "default_for_channels": ["wa"]}
+    assert (await api.put("/v1/queues/support", json=queue, headers=admin)).status_code == 200
+    grace = {"name": "Grace", "email": "grace@corp.example", "queues": ["support"]}
+    assert (await api.put("/v1/agents/grace", json=grace, headers=admin)).status_code == 200
+    key = await api.post("/v1/api-keys", json={"role": "agent", "agent": "grace"}, headers=admin)
+    agent = {"Authorization": f"Bearer {key.json()['api_key']}"}
+    waiting = {
+        "name": "Waiting for an agent",
+        "trigger": {"type": "api"},
+        "settings": {"exit_conditions": ["outgoing_message"]},
+        "steps": [{"id": "hold", "type": "wait", "minutes": 600}],
+    }
+    journey = await create(api, tenant, waiting)
+    assert (await enroll(api, tenant, journey["id"])).status_code == 201
+
+    await ada_writes(whatsapp, "I need help with my order")
+
+    async def queued() -> dict[str, Any] | None:
+        items = (await api.get("/v1/interactions", headers=agent)).json()["items"]
+        return items[0] if items else None
+
+    interaction = await eventually(queued, message="the WhatsApp message is in the queue")
+    assert (interaction["status"], interaction["channel"]) == ("new", "wa")
+    opened = await api.post(f"/v1/interactions/{interaction['id']}/open", headers=agent)
+    assert opened.status_code == 200, opened.text
+    answer = await api.post(
+        f"/v1/interactions/{interaction['id']}/reply",
+        json={"text": "Looking at it now, Ada"},
+        headers=agent,
+    )
+    assert answer.status_code == 200, answer.text
+
+    (sent,) = await asyncio.to_thread(whatsapp.wait_for, 1)
+    assert (sent.to, sent.body["text"]["body"]) == (WA_ID, "Looking at it now, Ada")
+
+    async def ended() -> dict[str, Any] | None:
+        answer = await api.get(
+            "/v1/contacts/ada/journeys", params={"include_ended": True}, headers=agent
+        )
+        (enrollment,) = answer.json()["items"]
+        return enrollment if enrollment["state"] != "active" else None
+
+    enrollment = await eventually(ended, message="the journey ends on the agent's answer")
+    assert enrollment["state"] == "exited"
+    listed = (await api.get(f"/v1/interactions/{interaction['id']}", headers=agent)).json()
+    assert listed["status"] == "resolved"
