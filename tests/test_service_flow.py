@@ -575,3 +575,11 @@ async def ada_attributes(api: httpx.AsyncClient, tenant: TenantKeys) -> dict[str
         "service_queue": attributes["service_queue"],
         "visited": attributes["service_flow_visited"],
     }
+
+
+async def test_a_survey_on_a_channel_that_does_not_exist_is_a_422(
+    api: httpx.AsyncClient, tenant: TenantKeys
+) -> None:
+    definition = journey("Survey", steps=[survey("csat", channel="nowhere")])
+    answer = await api.post("/v1/journeys", json=definition, headers=tenant.headers())
+    assert problems(answer) == {"body.steps.0.channel": "no channel 'nowhere'"}

@@ -18,6 +18,7 @@ from nudge.models.journeys import (
     HttpRequestStep,
     JourneyDefinition,
     SendMessageStep,
+    SurveyStep,
     TriggerJourneyStep,
 )
 from nudge.models.secret_hosts import journey_secret_uses
@@ -67,7 +68,7 @@ async def check_journey_references(
                 session, tenant_id, i, step, journey_id, require_published
             )
         elif (
-            isinstance(step, SendMessageStep | AskStep)
+            isinstance(step, SendMessageStep | AskStep | SurveyStep)
             and step.channel != LAST_USED
             and await find_channel(session, tenant_id, step.channel) is None
         ):
