@@ -27,10 +27,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
 import time
 import uuid
 from collections import Counter
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,6 +44,7 @@ from bench.campaign_setup import (
     activity_spans,
     peak_mb,
     phone,
+    sent,
     sms_bench,
     stop_on_signals,
 )
@@ -106,7 +109,7 @@ async def add_contacts(bench: SmsBench, count: int, in_flight: int) -> list[tupl
     async def one(contact: str, number: str) -> None:
         async with limit:
             body = {"name": f"Contact {contact}", "phone": number}
-            ok(await bench.api.put(f"/v1/contacts/{contact}", json=body))
+            ok(await sent(bench.api, "PUT", f"/v1/contacts/{contact}", json=body))
 
     await asyncio.gather(*(one(c, p) for c, p in contacts))
     return contacts
@@ -123,11 +126,12 @@ async def write(api: httpx.AsyncClient, contact: str, text: str, channel: str) -
     }
     started = time.perf_counter()
     while True:
-        answer = await api.post("/v1/events/messages", json=body)
+        # A repeat of the same message id is answered `duplicate` and changes nothing.
+        answer = await sent(api, "POST", "/v1/events/messages", json=body)
         if answer.status_code != 429:
             break
         await asyncio.sleep(float(answer.headers.get("Retry-After", "1")))
-    if ok(answer).json()["status"] != "accepted":
+    if ok(answer).json()["status"] not in ("accepted", "duplicate"):
         raise RuntimeError(f"{contact}'s {text!r} was not accepted: {answer.text}")
     return (time.perf_counter() - started) * 1000
 
@@ -169,6 +173,47 @@ async def wait_count(bench: SmsBench, tag: str, count: int, stall_s: float) -> i
         elif time.monotonic() - changed > stall_s:
             return now
         await asyncio.sleep(0.2)
+
+
+def closed_message_gaps(bench: SmsBench, ids: list[str]) -> dict[str, Any]:
+    """What the stack's database says of the closed messages of these contacts (their
+    notification, delivery and outbox entry), and the tenant's notifications and outbox
+    entries by state: read-only, from the SQLite file of the data dir."""
+    path = bench.data_dir / "nudge.sqlite3"
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+        db.row_factory = sqlite3.Row
+        tenant = db.execute("SELECT id FROM tenants WHERE slug = ?", (bench.tenant,)).fetchone()
+        found: dict[str, Any] = {
+            "notifications_by_status": dict(
+                db.execute(
+                    "SELECT status, count(*) FROM notifications WHERE tenant_id = ?"
+                    " GROUP BY status",
+                    (tenant["id"],),
+                ).fetchall()
+            ),
+            "outbox_by_outcome": {
+                str(k): v
+                for k, v in db.execute(
+                    "SELECT coalesce(outcome, 'pending'), count(*) FROM outbox"
+                    " WHERE tenant_id = ? GROUP BY outcome",
+                    (tenant["id"],),
+                ).fetchall()
+            },
+            "contacts": {},
+        }
+        for external_id in ids[:10]:
+            rows = db.execute(
+                "SELECT n.id, n.status AS notification, n.error, n.created_at,"
+                " d.status AS delivery, d.tries, d.error AS delivery_error,"
+                " o.outcome, o.tries AS relay_tries, o.last_error, o.done_at"
+                " FROM contacts c JOIN notifications n ON n.contact_id = c.id"
+                " LEFT JOIN deliveries d ON d.id = n.delivery_id"
+                " LEFT JOIN outbox o ON o.workflow_id LIKE '%' || n.id"
+                " WHERE c.tenant_id = ? AND c.external_id = ?",
+                (tenant["id"], external_id),
+            ).fetchall()
+            found["contacts"][external_id] = [dict(row) for row in rows]
+        return found
 
 
 async def watch_state(client: Client, workflow_id: str) -> dict[str, Any]:
@@ -262,6 +307,18 @@ async def main(count: int, in_flight: int, lead: float, open_in: float | None) -
             "load": {"at_opening": load_at_opening, "after": load_after},
             "worker_vmhwm_mb": peak_mb(bench.pids()["worker"]),
         }
+        odd = [(c, number) for c, number in contacts if closed_per_phone[number] != 1]
+        if odd:
+            report["closed_message_gaps"] = {
+                "contacts": len(odd),
+                "by_count": dict(Counter(closed_per_phone[number] for _, number in odd)),
+            }
+            try:
+                report["closed_message_gaps"].update(
+                    closed_message_gaps(bench, [c for c, _ in odd])
+                )
+            except sqlite3.Error as exc:  # a diagnostic: never the end of the report
+                report["closed_message_gaps"]["error"] = repr(exc)
         report["watch"] = {
             "after": await watch_state(client, watch_id),
             "activities": await watch_activities(client, watch_id, opened),

@@ -136,11 +136,18 @@ async def sms_bench(tenant: str, env: dict[str, str] | None = None) -> AsyncIter
         key = await asyncio.to_thread(create_tenant, Path(root) / "data", tenant)
         headers = {"Authorization": f"Bearer {key}"}
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-        async with httpx.AsyncClient(
-            base_url=stack.api, headers=headers, timeout=300, limits=limits
-        ) as api:
-            await sms_channel(api, fake)
-            yield SmsBench(stack, fake, api, Path(root), tenant, env=settings)
+        try:
+            async with httpx.AsyncClient(
+                base_url=stack.api, headers=headers, timeout=300, limits=limits
+            ) as api:
+                await sms_channel(api, fake)
+                yield SmsBench(stack, fake, api, Path(root), tenant, env=settings)
+        except BaseException:
+            # The logs go with the data dir: show their end before they do.
+            for name in ("stderr.log", "stdout.log"):
+                tail = (Path(root) / "logs" / name).read_text(errors="replace")[-4000:]
+                print(f"--- the stack's {name}, its end:\n{tail}", file=sys.stderr)
+            raise
 
 
 def stop_on_signals() -> None:
@@ -155,6 +162,21 @@ def stop_on_signals() -> None:
 
 
 # --- CSVs and campaigns -----------------------------------------------------------------------
+
+
+async def sent(
+    api: httpx.AsyncClient, method: str, path: str, tries: int = 3, **options: Any
+) -> httpx.Response:
+    """The request's answer, sent again (up to ``tries`` in all) when the connection broke
+    before an answer: for requests that are safe to repeat (a PUT, an event with its id)."""
+    for attempt in range(tries):
+        try:
+            return await api.request(method, path, **options)
+        except httpx.TransportError:
+            if attempt == tries - 1:
+                raise
+            await asyncio.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def phone(number: int) -> str:
