@@ -8,7 +8,6 @@ as new every `BATCHES_PER_RUN` batches, carrying its cursor and counters.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -27,6 +26,7 @@ from nudge.workflows.policies import (
     HEARTBEAT_TIMEOUT,
     SEND_RETRY,
 )
+from nudge.workflows.timers import wait_until
 
 with workflow.unsafe.imports_passed_through():
     from nudge.activities.campaign import CampaignActivities
@@ -111,7 +111,7 @@ class CampaignWorkflow:
                 break
             workflow.set_current_details(f"Scheduled for {plan.start_at} (UTC); 0/{plan.total}")
             self._edited = False
-            woken = await _wait(
+            woken = await wait_until(
                 lambda: self._edited or self._cancelled,
                 wait / state.time_scale,
                 f"until the campaign starts at {plan.start_at}",
@@ -162,7 +162,7 @@ class CampaignWorkflow:
         if result.back_off_seconds is None and plan.mode["type"] == "gradual":
             wait = timedelta(minutes=int(plan.mode["every_minutes"])) / state.time_scale
         if wait > timedelta(0):
-            await _wait(lambda: self._cancelled, wait, "until the next batch")
+            await wait_until(lambda: self._cancelled, wait, "until the next batch")
 
     async def _end(self, state: CampaignInput, status: str) -> str:
         final = await self._move(state, status)
@@ -194,12 +194,3 @@ class CampaignWorkflow:
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=BOOKKEEPING_RETRY,
         )
-
-
-async def _wait(condition: Callable[[], bool], longest: timedelta, summary: str) -> bool:
-    """True when ``condition`` came true, False when ``longest`` passed first."""
-    try:
-        await workflow.wait_condition(condition, timeout=longest, timeout_summary=summary)
-    except TimeoutError:
-        return False
-    return True

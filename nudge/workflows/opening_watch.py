@@ -7,7 +7,6 @@ again), notifies in batches, and ends when nobody waits; the next yes starts it 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -20,6 +19,7 @@ from nudge.workflows.policies import (
     HEARTBEAT_TIMEOUT,
     SEND_RETRY,
 )
+from nudge.workflows.timers import wait_until
 
 with workflow.unsafe.imports_passed_through():
     from nudge.activities.opening_watch import OpeningWatchActivities
@@ -82,7 +82,8 @@ class OpeningWatchWorkflow:
                 " contacts to tell"
             )
         self._edited = False
-        return await _wait(lambda: self._edited, wait / request.time_scale, "until it opens")
+        longest = max(wait / request.time_scale, timedelta(seconds=1))
+        return await wait_until(lambda: self._edited, longest, "until it opens")
 
     async def _notify_everyone(self, request: OpeningWatchInput) -> int:
         told = 0
@@ -99,14 +100,3 @@ class OpeningWatchWorkflow:
             workflow.set_current_details(f"Open: told {told} contacts")
             if not batch.more:
                 return told
-
-
-async def _wait(condition: Callable[[], bool], longest: timedelta, summary: str) -> bool:
-    """True when ``condition`` came true, False when ``longest`` passed first."""
-    if longest <= timedelta(0):
-        return condition()
-    try:
-        await workflow.wait_condition(condition, timeout=longest, timeout_summary=summary)
-    except TimeoutError:
-        return False
-    return True
