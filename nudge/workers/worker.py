@@ -33,6 +33,7 @@ from nudge.runs.fallbacks import FallbackWatcher
 from nudge.security import ActionTokens, SecretBox
 from nudge.settings import Settings
 from nudge.temporal_client import connect
+from nudge.workers.bytecode import cache_nudge_bytecode
 from nudge.workers.metrics_server import serve_metrics
 from nudge.workers.relay import outbox_relay
 from nudge.workflows.campaign import CampaignWorkflow
@@ -158,6 +159,7 @@ def build_worker(
     activities: list[Any],
     graceful_shutdown: timedelta = timedelta(0),
 ) -> Worker:
+    cache_nudge_bytecode()  # before the first run: the sandbox imports its modules per run
     return Worker(
         client,
         task_queue=task_queue,
