@@ -17,7 +17,10 @@ RUN groupadd --system --gid 10001 nudge \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY nudge ./nudge
+# Bytecode compiled here, as root: the worker's workflow sandbox imports workflow modules
+# again for every run, and without it each import would compile their source.
 RUN pip install --no-cache-dir . \
+ && cd / && python -m compileall -q "$(python -c 'import nudge, os; print(os.path.dirname(nudge.__file__))')" \
  && rm -rf /src/build /src/*.egg-info
 
 # A writable working directory for the unprivileged user (nothing is kept here in
