@@ -6,8 +6,11 @@ and the ``begin`` event emits BEGIN). So a transaction holds the database's one 
 from its first statement to its commit: its reads are part of it, a savepoint is part of it,
 and two transactions that read, then write, take turns instead of one of them failing with
 "database is locked" (SQLITE_BUSY on the upgrade to a writer, which ``busy_timeout`` does not
-wait out). Within a process, write transactions queue for their turn (``WriteTurns``), so
-only one of them at a time polls SQLite's lock against other processes. The price: a process
+wait out). Write transactions queue for their turn (``WriteTurns``): within a process
+first come first served, and between the processes of one machine (the API and the worker
+of `nudge dev`) through a lock file beside the database, which the kernel hands to the
+process already waiting, where SQLite's own lock is polled and a busy process starves the
+other. The price: a process
 that keeps a transaction open while another of its sessions writes waits for itself (in the
 same task that is refused at once). Sessions that only read use ``read_only(sessions)``; a
 request's sessions of their own come from ``SessionsBeside``, which ends the request
@@ -17,6 +20,8 @@ session's reading first. PostgreSQL is left as it is.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -43,6 +48,7 @@ READ_ONLY = "nudge_read_only"
 _QUERY_ONLY = "nudge_query_only"  # in a connection's info: whether `query_only` is on
 _WROTE = "nudge_wrote"  # in a session's info: its transaction has written something
 _TURN = "nudge_write_turn"  # in a connection's info: the process's write turn it holds
+_MACHINE_TURN = "nudge_machine_turn"  # in a connection's info: the lock file's descriptor
 # How long a write transaction waits for the process's other ones before it gives up; the
 # wait for other processes' (SQLite's lock) is busy_timeout, on top of it.
 TURN_TIMEOUT_SECONDS = 60.0
@@ -80,16 +86,47 @@ class _Turn:
     holder: asyncio.Task[Any] | None = None
 
 
-class WriteTurns:
-    """One SQLite file's write transactions of this process, one at a time, first come first
-    served. SQLite's lock serializes them anyway, but its waiters poll (busy_timeout, with
-    sleeps of up to 100 ms), so under load a writer can lose the race for 10 s on end and
-    fail with "database is locked" while later ones go ahead. Here they queue, and only the
-    head of the queue waits on SQLite's lock, for the writers of other processes. A task
-    that asks for a turn while it holds one would wait for itself: refused at once."""
+class MachineTurn:
+    """The turn between processes: an exclusive ``flock`` on a file beside the database.
 
-    def __init__(self) -> None:
+    SQLite's busy handler polls with sleeps of up to 100 ms, and a process that commits and
+    begins again at once (the API under a burst of events) finds the lock free nearly every
+    time, while the other (the worker ending enrollments) nearly never does. A process waiting
+    in ``flock`` is woken by the kernel when the lock is let go, before the releasing process
+    can take it again, so the processes alternate. Each turn opens its own descriptor, so a
+    wait given up (a timeout, a cancelled request) closes it, and lets go, when it ends."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    async def take(self) -> int:
+        """The descriptor holding the lock, to pass to ``give_back``."""
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        waiting = asyncio.get_running_loop().run_in_executor(None, fcntl.flock, fd, fcntl.LOCK_EX)
+        try:
+            await asyncio.shield(waiting)
+        except BaseException:
+            waiting.add_done_callback(lambda _: os.close(fd))
+            raise
+        return fd
+
+    @staticmethod
+    def give_back(fd: int) -> None:
+        os.close(fd)  # closing the only descriptor of its lock lets go of it
+
+
+class WriteTurns:
+    """One SQLite file's write transactions, one at a time: first come first served in the
+    process, and in turn with other processes (``MachineTurn``) when the database is a file.
+    SQLite's lock serializes them anyway, but its waiters poll (busy_timeout, with sleeps of
+    up to 100 ms), so under load a writer can lose the race for 10 s on end and fail with
+    "database is locked" while later ones go ahead. Here they queue, and only the head of
+    the queue waits for the writers of other processes. A task that asks for a turn while it
+    holds one would wait for itself: refused at once."""
+
+    def __init__(self, machine: MachineTurn | None = None) -> None:
         self._turns: WeakKeyDictionary[asyncio.AbstractEventLoop, _Turn] = WeakKeyDictionary()
+        self._machine = machine
 
     def take(self, info: dict[Any, Any]) -> None:
         """Wait for this process's turn. Called in the `begin` event, which runs inside the
@@ -112,10 +149,26 @@ class WriteTurns:
                 " a transaction of this process keeps it (one left open while awaiting"
                 " something else?)"
             ) from None
+        if self._machine is not None:
+            try:
+                info[_MACHINE_TURN] = await_(
+                    asyncio.wait_for(self._machine.take(), TURN_TIMEOUT_SECONDS)
+                )
+            except BaseException as exc:
+                turn.lock.release()
+                if isinstance(exc, TimeoutError):
+                    raise RuntimeError(
+                        f"no write turn on the SQLite database within"
+                        f" {TURN_TIMEOUT_SECONDS:.0f} s: another process keeps it"
+                    ) from None
+                raise
         turn.holder = task
         info[_TURN] = turn
 
     def give_back(self, info: dict[Any, Any]) -> None:
+        fd = info.pop(_MACHINE_TURN, None)
+        if fd is not None:
+            MachineTurn.give_back(fd)
         turn = info.pop(_TURN, None)
         if turn is not None:
             turn.holder = None
@@ -124,8 +177,10 @@ class WriteTurns:
 
 def _sqlite_transactions(engine: AsyncEngine) -> None:
     """SQLAlchemy's recipe with BEGIN IMMEDIATE (see the module's docstring), and write
-    transactions taking turns in the process (``WriteTurns``)."""
-    turns = WriteTurns()
+    transactions taking turns (``WriteTurns``)."""
+    database = engine.url.database or ""
+    in_file = database not in ("", ":memory:") and not database.startswith("file:")
+    turns = WriteTurns(MachineTurn(Path(f"{database}.turns")) if in_file else None)
 
     def begin(conn: Connection) -> None:
         # A reader begins deferred and cannot write (a write in it fails at once: "attempt
