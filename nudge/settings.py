@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         description="host:port of the worker's `/metrics`; empty turns it off, port 0 takes"
         " a free port.",
     )
+    worker_cached_runs: int = Field(
+        default=1000,
+        ge=1,
+        description="How many workflow runs a worker keeps in memory between their tasks (the"
+        " SDK's `max_cached_workflows`). An event for a run not kept replays its history"
+        " first; more costs memory.",
+    )
 
     @field_validator("rate_limit_events", "rate_limit_notifications", "rate_limit_poll")
     @classmethod

@@ -158,6 +158,7 @@ def build_worker(
     task_queue: str,
     activities: list[Any],
     graceful_shutdown: timedelta = timedelta(0),
+    cached_runs: int = 1000,
 ) -> Worker:
     cache_nudge_bytecode()  # before the first run: the sandbox imports its modules per run
     return Worker(
@@ -167,6 +168,7 @@ def build_worker(
         activities=activities,
         workflow_runner=sandbox_runner(),
         graceful_shutdown_timeout=graceful_shutdown,
+        max_cached_workflows=cached_runs,
     )
 
 
@@ -190,7 +192,11 @@ async def run_worker(settings: Settings) -> None:
     async with worker_resources(settings) as activities, serve_metrics(settings):
         # A poll or a send under way gets a moment to finish rather than being cut off.
         worker = build_worker(
-            client, settings.task_queue, activities, graceful_shutdown=GRACEFUL_SHUTDOWN
+            client,
+            settings.task_queue,
+            activities,
+            graceful_shutdown=GRACEFUL_SHUTDOWN,
+            cached_runs=settings.worker_cached_runs,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
