@@ -160,9 +160,9 @@ for _scope in RATE_LIMIT_SCOPES:
     RATE_LIMIT_UNCHECKED.labels(scope=_scope)
 
 
-def count_event(kind: EventKind, outcome: EventOutcome) -> None:
-    """One event answered 202: ``EVENTS_ACCEPTED``, with labels mypy checks."""
-    EVENTS_ACCEPTED.labels(kind=kind, outcome=outcome).inc()
+def count_event(kind: EventKind, outcome: EventOutcome, count: int = 1) -> None:
+    """Events answered 202: ``EVENTS_ACCEPTED``, with labels mypy checks."""
+    EVENTS_ACCEPTED.labels(kind=kind, outcome=outcome).inc(count)
 
 
 def count_redelivery(kind: EventKind) -> None:

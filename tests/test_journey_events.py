@@ -407,3 +407,108 @@ async def test_walking_the_chat_menu_into_product_and_back(
     assert await run_of(time_env, tenant, ids["talk to sales"]).result() == "completed"
     assert await in_progress(api, tenant) == []
     assert len(webhook_receiver.requests) == 8
+
+
+# Batches -------------------------------------------------------------------------------------
+
+
+def event(contact: str, message_id: str, words: str = "all sorted") -> dict[str, str]:
+    return {
+        "contact_id": contact,
+        "direction": "incoming",
+        "channel": "hook",
+        "text": words,
+        "message_id": message_id,
+    }
+
+
+async def post_batch(
+    api: httpx.AsyncClient, tenant: TenantKeys, *events: dict[str, str]
+) -> httpx.Response:
+    return await api.post(
+        "/v1/events/messages/batch",
+        json={"events": list(events)},
+        headers=tenant.headers("service"),
+    )
+
+
+async def two_waiting(
+    api: httpx.AsyncClient, tenant: TenantKeys, hook: WebhookReceiver
+) -> dict[str, Any]:
+    """Ada and Bob, each at the nurture journey's wait (it ends on an incoming message)."""
+    await setup_contact(api, tenant, hook)
+    await setup_contact(api, tenant, hook, external_id="bob")
+    run = await create(api, tenant, nurture("incoming_message"))
+    for contact in ("ada", "bob"):
+        assert (await enroll(api, tenant, run["id"], contact)).status_code == 201
+    await received(hook, 2)
+    await eventually(lambda: _all_at(api, tenant, run["id"], "pause"), message="both runs wait")
+    return run
+
+
+async def _all_at(api: httpx.AsyncClient, tenant: TenantKeys, journey_id: str, step: str) -> bool:
+    answer = await api.get(f"/v1/journeys/{journey_id}/enrollments", headers=tenant.headers())
+    items = answer.json()["items"]
+    return len(items) == 2 and all(e["current_step"] == step for e in items)
+
+
+async def test_a_batch_is_handled_message_by_message_and_answered_in_order(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    run = await two_waiting(api, tenant, webhook_receiver)
+    answer = await post_batch(
+        api, tenant, event("ada", "m-1"), event("bob", "m-2"), event("ada", "m-1")
+    )
+    assert answer.status_code == 202, answer.text
+    results = answer.json()["results"]
+    assert [(r["message_id"], r["status"]) for r in results] == [
+        ("m-1", "accepted"),
+        ("m-2", "accepted"),
+        ("m-1", "duplicate"),  # the same id twice in one batch is one message
+    ]
+    assert [r["journeys_notified"] for r in results] == [[run["id"]], [run["id"]], []]
+    for contact in ("ada", "bob"):
+        handle = run_of(time_env, tenant, run["id"], contact)
+        assert await handle.result() == "exited"
+        assert await signals_received(handle) == 1
+    history = await api.get("/v1/contacts/ada/messages", headers=tenant.headers())
+    assert [m["text"] for m in history.json()["items"]] == ["all sorted", "Hello"]
+
+    again = await post_batch(api, tenant, event("ada", "m-1"), event("bob", "m-2"))
+    assert [r["status"] for r in again.json()["results"]] == ["duplicate", "duplicate"]
+
+
+async def test_a_batch_naming_an_unknown_contact_stores_none_of_it(
+    api: httpx.AsyncClient,
+    tenant: TenantKeys,
+    webhook_receiver: WebhookReceiver,
+    time_env: WorkflowEnvironment,
+) -> None:
+    run = await two_waiting(api, tenant, webhook_receiver)
+    answer = await post_batch(
+        api, tenant, event("ada", "m-1"), event("nobody", "m-2"), event("bob", "m-3")
+    )
+    assert problems(answer) == {"body.events.1.contact_id": "no contact with external id 'nobody'"}
+    history = await api.get("/v1/contacts/ada/messages", headers=tenant.headers())
+    assert [m["text"] for m in history.json()["items"]] == ["Hello"]
+    assert await _all_at(api, tenant, run["id"], "pause")
+    # m-1 was not kept: posted again, it is new.
+    again = await post_batch(api, tenant, event("ada", "m-1"))
+    assert again.json()["results"][0]["status"] == "accepted"
+
+
+@pytest.mark.parametrize(
+    ("events", "where"), [(0, "body.events"), (501, "body.events"), (1, "body.events.0.channel")]
+)
+async def test_a_batch_out_of_shape_is_refused_naming_the_field(
+    api: httpx.AsyncClient, tenant: TenantKeys, events: int, where: str
+) -> None:
+    body = [event("ada", f"m-{i}") for i in range(events)]
+    if events == 1:
+        body[0]["channel"] = "not a channel!"
+    answer = await post_batch(api, tenant, *body)
+    assert answer.status_code == 422
+    assert where in problems(answer)

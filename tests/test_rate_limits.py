@@ -307,3 +307,22 @@ async def test_a_storage_that_does_not_answer_lets_requests_through_counted(
             answer = await _post_message(api, tenant, f"m{n}")
             assert answer.status_code == 202, answer.text
     assert UNCHECKED["events"] == unchecked + 4
+
+
+async def test_each_message_of_a_batch_counts_against_the_limit(
+    api: httpx.AsyncClient, tenant: TenantKeys
+) -> None:
+    await _contact(api, tenant)
+    batch = {"events": [_message("b0"), _message("b1")]}
+    answer = await api.post(
+        "/v1/events/messages/batch", json=batch, headers=tenant.headers("service")
+    )
+    assert answer.status_code == 202, answer.text
+
+    # One left in the window: a batch of two is over it, and none of it is stored.
+    over = {"events": [_message("b2"), _message("b3")]}
+    refused = await api.post(
+        "/v1/events/messages/batch", json=over, headers=tenant.headers("service")
+    )
+    _retry_after(refused, 60)
+    assert sorted(await _history(api, tenant)) == ["message b0", "message b1"]

@@ -105,9 +105,10 @@ class RateLimits:
                 settings.rate_limit_storage,
             )
 
-    async def check(self, limit: Limit, *key: str) -> None:
-        """Count one request under `key`; HTTP 429 with `Retry-After` when over the limit."""
-        retry_after = await self._hit(limit, *key)
+    async def check(self, limit: Limit, *key: str, cost: int = 1) -> None:
+        """Count one request (or ``cost`` of them) under `key`; HTTP 429 with `Retry-After`
+        when over the limit."""
+        retry_after = await self._hit(limit, *key, cost=cost)
         if retry_after is None:
             return
         REFUSED[limit.name] += 1
@@ -118,7 +119,7 @@ class RateLimits:
             headers={"Retry-After": str(retry_after)},
         )
 
-    async def _hit(self, limit: Limit, *key: str) -> int | None:
+    async def _hit(self, limit: Limit, *key: str, cost: int = 1) -> int | None:
         """None when the request is let through, else the seconds until one would be."""
         ids = (self._prefix, limit.name, *key)
         if self._storage_down and time.monotonic() < self._storage_retry_at:
@@ -127,7 +128,7 @@ class RateLimits:
             return None
         try:
             async with asyncio.timeout(STORAGE_TIMEOUT):
-                if await self._limiter.hit(limit.item, *ids):
+                if await self._limiter.hit(limit.item, *ids, cost=cost):
                     self._storage_up()
                     return None
                 stats = await self._limiter.get_window_stats(limit.item, *ids)

@@ -52,6 +52,23 @@ class MessageEventAccepted(EventAccepted):
     )
 
 
+MAX_BATCH = 500
+
+
+class MessageEventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: Annotated[list[MessageEvent], Field(min_length=1, max_length=MAX_BATCH)] = Field(
+        description=f"1 to {MAX_BATCH} messages, handled in this order."
+    )
+
+
+class MessageBatchAccepted(BaseModel):
+    results: list[MessageEventAccepted] = Field(
+        description="Each message's answer, in the order posted."
+    )
+
+
 class AssignmentEvent(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

@@ -10,30 +10,34 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, status
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nudge.api.deps import ServiceDep, SessionDep, SettingsDep
-from nudge.api.rate_limits import RATE_LIMITED, limit_events
+from nudge.api.rate_limits import RATE_LIMITED, RateLimitsDep, limit_events
 from nudge.api.relay import RelayDep
-from nudge.errors import InvalidInput
+from nudge.errors import Conflict, InvalidInput
 from nudge.metrics import EventKind, count_event, count_redelivery
 from nudge.models.events import (
     AssignmentAccepted,
     AssignmentEvent,
+    MessageBatchAccepted,
     MessageEvent,
     MessageEventAccepted,
+    MessageEventBatch,
     ReceiptAccepted,
     ReceiptEvent,
 )
 from nudge.models.payloads import JourneyAssignment
 from nudge.models.signals import JOURNEY_ASSIGNMENT
 from nudge.models.tables import Contact, utcnow
-from nudge.runs.incoming import stage_message
+from nudge.runs.incoming import Staged, stage_message
 from nudge.runs.journeys import stage_signal
 from nudge.runs.outbox import Relay
+from nudge.settings import Settings
 from nudge.store.deliveries import find_by_key, is_own_delivery
 from nudge.store.directory import find_contact
 from nudge.store.journeys import (
@@ -42,6 +46,7 @@ from nudge.store.journeys import (
 from nudge.store.messages import add_event_message
 from nudge.store.outbox import has_event, pending_of_event
 from nudge.store.receipts import record_own_receipt
+from nudge.store.tenants import Principal
 
 log = logging.getLogger(__name__)
 
@@ -66,35 +71,109 @@ async def message_event(
     and end follow-ups. A retry with the same `message_id` finishes what the first try left
     undone and answers `duplicate`."""
     contact = await _contact(session, principal.tenant_id, event.contact_id)
+    taken = await _take_message(session, settings, principal, contact, event)
+    key = f"message:{event.message_id}"
+    if taken.staged is None:
+        if taken.earlier_try:
+            await _finish_earlier_try(session, relay, principal.tenant_id, key, "message")
+        return taken.answer
+    try:
+        await session.commit()
+    except IntegrityError:  # the same message_id, posted twice at once: the other one won
+        await _finish_earlier_try(session, relay, principal.tenant_id, key, "message")
+        return _duplicate(event)
+    count_event("message", "accepted")
+    await relay.relay_written(taken.staged.entries)
+    return taken.answer
+
+
+@router.post(
+    "/messages/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        409: {
+            "description": "Another request stored one of the batch's `message_id`s at the"
+            " same moment; nothing of this batch was stored: post it again."
+        }
+    },
+)
+async def message_events(
+    batch: MessageEventBatch,
+    principal: ServiceDep,
+    session: SessionDep,
+    relay: RelayDep,
+    settings: SettingsDep,
+    rate_limits: RateLimitsDep,
+) -> MessageBatchAccepted:
+    """Up to 500 messages in one request, each handled as `POST /v1/events/messages`
+    handles one, in the order posted and in one transaction: what a service forwarding a
+    burst sends. The answer lists each one's result in that order. A contact that does not
+    exist is a 422 at its place (`body.events.3.contact_id`), and nothing is stored."""
+    if len(batch.events) > 1:  # the router counted one: each event counts against the limit
+        await rate_limits.check(rate_limits.events, principal.tenant_id, cost=len(batch.events) - 1)
+    contacts = await _contacts(session, principal.tenant_id, batch.events)
+    taken = [
+        await _take_message(session, settings, principal, contacts[event.contact_id], event)
+        for event in batch.events
+    ]
+    try:
+        await session.commit()
+    except IntegrityError:  # a message_id of the batch, stored by another request meanwhile
+        await session.rollback()
+        raise Conflict(
+            "another request stored one of these message_ids at the same moment; nothing of"
+            " this batch was stored: post it again (those are then answered duplicate)"
+        ) from None
+    staged = [one.staged for one in taken if one.staged is not None]
+    count_event("message", "accepted", len(staged))
+    await relay.relay_written([entry for one in staged for entry in one.entries])
+    for one in taken:
+        if one.earlier_try:
+            key = f"message:{one.answer.message_id}"
+            await _finish_earlier_try(session, relay, principal.tenant_id, key, "message")
+    return MessageBatchAccepted(results=[one.answer for one in taken])
+
+
+@dataclass
+class _Taken:
+    answer: MessageEventAccepted
+    staged: Staged | None = None  # what it sets off; None when it was not stored now
+    earlier_try: bool = False  # stored by an earlier try, whose leftovers are to be relayed
+
+
+def _duplicate(event: MessageEvent) -> MessageEventAccepted:
+    return MessageEventAccepted(status="duplicate", message_id=event.message_id)
+
+
+async def _take_message(
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    contact: Contact,
+    event: MessageEvent,
+) -> _Taken:
+    """Store one message and stage what it sets off, in the caller's transaction."""
     # One time for everything the message sets off (history, interaction, replies).
     event = event.model_copy(update={"at": event.at or utcnow()})
-    duplicate = MessageEventAccepted(status="duplicate", message_id=event.message_id)
     if event.direction == "outgoing" and await is_own_delivery(
         session, principal.tenant_id, event.message_id
     ):
         # The chat platform echoing what Nudge itself sent: already in the history, and not
         # an agent's answer (the `outgoing_message` exit is about people, not about us).
-        return duplicate
-    key = f"message:{event.message_id}"
+        return _Taken(_duplicate(event))
     if not await add_event_message(session, principal.tenant_id, contact, event):
-        await _finish_earlier_try(session, relay, principal.tenant_id, key, "message")
-        return duplicate
+        return _Taken(_duplicate(event), earlier_try=True)
+    key = f"message:{event.message_id}"
     staged = await stage_message(
         session, settings, principal.tenant_id, principal.tenant_slug, contact, event, key
     )
-    try:
-        await session.commit()
-    except IntegrityError:  # the same message_id, posted twice at once: the other one won
-        await _finish_earlier_try(session, relay, principal.tenant_id, key, "message")
-        return duplicate
-    count_event("message", "accepted")
-    await relay.relay_written(staged.entries)
-    return MessageEventAccepted(
+    answer = MessageEventAccepted(
         status="accepted",
         message_id=event.message_id,
         journeys_started=staged.started,
         journeys_notified=staged.notified,
     )
+    return _Taken(answer, staged)
 
 
 @router.post("/assignments", status_code=status.HTTP_202_ACCEPTED)
@@ -162,6 +241,23 @@ async def receipt_event(
     await session.refresh(delivery)
     count_event("receipt", "accepted")
     return ReceiptAccepted(status="accepted", delivery_status=delivery.status)
+
+
+async def _contacts(
+    session: AsyncSession, tenant_id: str, events: list[MessageEvent]
+) -> dict[str, Contact]:
+    """The batch's contacts by external id; a 422 naming every event whose contact is not."""
+    found: dict[str, Contact | None] = {}
+    for external_id in dict.fromkeys(e.contact_id for e in events):
+        found[external_id] = await find_contact(session, tenant_id, external_id)
+    missing: list[tuple[tuple[str | int, ...], str]] = [
+        (("body", "events", i, "contact_id"), f"no contact with external id {e.contact_id!r}")
+        for i, e in enumerate(events)
+        if found[e.contact_id] is None
+    ]
+    if missing:
+        raise InvalidInput(missing)
+    return {external_id: contact for external_id, contact in found.items() if contact}
 
 
 async def _contact(session: AsyncSession, tenant_id: str, external_id: str) -> Contact:
