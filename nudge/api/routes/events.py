@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nudge.api.deps import ServiceDep, SessionDep, SettingsDep
 from nudge.api.rate_limits import RATE_LIMITED, RateLimitsDep, limit_events
 from nudge.api.relay import RelayDep
-from nudge.errors import Conflict, InvalidInput
+from nudge.errors import InvalidInput
 from nudge.metrics import EventKind, count_event, count_redelivery
 from nudge.models.events import (
     AssignmentAccepted,
@@ -33,7 +33,7 @@ from nudge.models.events import (
 )
 from nudge.models.payloads import JourneyAssignment
 from nudge.models.signals import JOURNEY_ASSIGNMENT
-from nudge.models.tables import Contact, utcnow
+from nudge.models.tables import Contact, OutboxEntry, utcnow
 from nudge.runs.incoming import Staged, stage_message
 from nudge.runs.journeys import stage_signal
 from nudge.runs.outbox import Relay
@@ -49,6 +49,10 @@ from nudge.store.receipts import record_own_receipt
 from nudge.store.tenants import Principal
 
 log = logging.getLogger(__name__)
+
+# A batch tells Temporal what its messages set off every this many outbox entries, so the
+# first runs go on while the rest of the batch is stored.
+RELAY_EVERY = 20
 
 # One limit for every event route of a tenant, checked before the route reads or stores anything.
 router = APIRouter(
@@ -87,16 +91,7 @@ async def message_event(
     return taken.answer
 
 
-@router.post(
-    "/messages/batch",
-    status_code=status.HTTP_202_ACCEPTED,
-    responses={
-        409: {
-            "description": "Another request stored one of the batch's `message_id`s at the"
-            " same moment; nothing of this batch was stored: post it again."
-        }
-    },
-)
+@router.post("/messages/batch", status_code=status.HTTP_202_ACCEPTED)
 async def message_events(
     batch: MessageEventBatch,
     principal: ServiceDep,
@@ -106,27 +101,35 @@ async def message_events(
     rate_limits: RateLimitsDep,
 ) -> MessageBatchAccepted:
     """Up to 500 messages in one request, each handled as `POST /v1/events/messages`
-    handles one, in the order posted and in one transaction: what a service forwarding a
-    burst sends. The answer lists each one's result in that order. A contact that does not
-    exist is a 422 at its place (`body.events.3.contact_id`), and nothing is stored."""
+    handles one, in the order posted: what a service forwarding a burst sends. The answer
+    lists each one's result in that order. A contact that does not exist is a 422 at its
+    place (`body.events.3.contact_id`), and then none of the batch is stored."""
     if len(batch.events) > 1:  # the router counted one: each event counts against the limit
         await rate_limits.check(rate_limits.events, principal.tenant_id, cost=len(batch.events) - 1)
     contacts = await _contacts(session, principal.tenant_id, batch.events)
-    taken = [
-        await _take_message(session, settings, principal, contacts[event.contact_id], event)
-        for event in batch.events
-    ]
-    try:
-        await session.commit()
-    except IntegrityError:  # a message_id of the batch, stored by another request meanwhile
-        await session.rollback()
-        raise Conflict(
-            "another request stored one of these message_ids at the same moment; nothing of"
-            " this batch was stored: post it again (those are then answered duplicate)"
-        ) from None
-    staged = [one.staged for one in taken if one.staged is not None]
-    count_event("message", "accepted", len(staged))
-    await relay.relay_written([entry for one in staged for entry in one.entries])
+    taken: list[_Taken] = []
+    to_relay: list[OutboxEntry] = []
+    for event in batch.events:
+        one = await _take_message(session, settings, principal, contacts[event.contact_id], event)
+        if (staged := one.staged) is not None:
+            # One transaction per message, as posted one by one: a batch does not keep the
+            # database (the worker ending the runs it sets off writes too).
+            try:
+                await session.commit()
+            except IntegrityError:  # posted by another request at the same moment
+                await session.rollback()
+                contacts = await _contacts(session, principal.tenant_id, batch.events)
+                one = _Taken(_duplicate(event), earlier_try=True)
+            else:
+                count_event("message", "accepted")
+                to_relay += staged.entries
+        taken.append(one)
+        if len(to_relay) >= RELAY_EVERY:
+            await session.commit()  # ends the reading transaction before awaiting Temporal
+            await relay.relay_written(to_relay)
+            to_relay = []
+    await session.commit()
+    await relay.relay_written(to_relay)
     for one in taken:
         if one.earlier_try:
             key = f"message:{one.answer.message_id}"
