@@ -65,6 +65,28 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
+async def started(script: str, url: str) -> asyncio.subprocess.Process:
+    """``script`` running on the file ``url`` in another process, once it says "ready"; it
+    goes on until its standard input is closed."""
+    other = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        url,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert other.stdout is not None
+    try:
+        assert (await asyncio.wait_for(other.stdout.readline(), 60)).strip() == b"ready"
+    except BaseException:
+        other.kill()
+        await other.wait()
+        raise
+    return other
+
+
 async def increment(sessions: async_sessionmaker[AsyncSession]) -> int:
     """Read the counter, then write it one higher, in one transaction; the value written."""
     async with transaction(sessions) as session:
@@ -96,19 +118,10 @@ async def test_fifty_writers_and_another_process_take_turns_without_a_lock_error
     own_file: tuple[str, async_sessionmaker[AsyncSession]],
 ) -> None:
     url, sessions = own_file
-    other = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        OTHER_PROCESS,
-        url,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=Path(__file__).parent.parent,
-    )
-    assert other.stdin is not None and other.stdout is not None
+    # The other process writes from before the first coroutine until after the last.
+    other = await started(OTHER_PROCESS, url)
+    assert other.stdin is not None
     try:
-        # The other process writes from before the first coroutine until after the last.
-        assert (await asyncio.wait_for(other.stdout.readline(), 60)).strip() == b"ready"
 
         async def writer() -> None:
             for _ in range(INCREMENTS):
@@ -295,18 +308,9 @@ async def test_a_process_writing_back_to_back_lets_another_take_turns(
     url, sessions = own_file
     async with transaction(sessions) as session:
         await session.execute(text("CREATE TABLE turns (who TEXT NOT NULL)"))
-    other = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        BUSY_PROCESS,
-        url,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=Path(__file__).parent.parent,
-    )
-    assert other.stdin is not None and other.stdout is not None
+    other = await started(BUSY_PROCESS, url)
+    assert other.stdin is not None
     try:
-        assert (await asyncio.wait_for(other.stdout.readline(), 60)).strip() == b"ready"
         for _ in range(OUR_WRITES):
             async with transaction(sessions) as session:
                 await session.execute(text("INSERT INTO turns (who) VALUES ('us')"))
@@ -316,10 +320,11 @@ async def test_a_process_writing_back_to_back_lets_another_take_turns(
     async with sessions() as session:
         order = [who for (who,) in await session.execute(text("SELECT who FROM turns"))]
     ours = [i for i, who in enumerate(order) if who == "us"]
-    # Their writes between two of ours: one when the processes alternate; polled, hundreds
-    # at times (and ours back to back at others).
+    # Their writes between two of ours: one when the processes alternate. Polled, ours came
+    # back to back most of the time, and at times hundreds of theirs did.
     between = [b - a - 1 for a, b in itertools.pairwise(ours)]
-    assert max(between) <= 5, between
+    alternated = sum(1 for count in between if count == 1)
+    assert alternated >= len(between) * 4 // 5, between
 
 
 @sqlite_only

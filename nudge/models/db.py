@@ -91,28 +91,51 @@ class MachineTurn:
 
     SQLite's busy handler polls with sleeps of up to 100 ms, and a process that commits and
     begins again at once (the API under a burst of events) finds the lock free nearly every
-    time, while the other (the worker ending enrollments) nearly never does. A process waiting
-    in ``flock`` is woken by the kernel when the lock is let go, before the releasing process
-    can take it again, so the processes alternate. Each turn opens its own descriptor, so a
-    wait given up (a timeout, a cancelled request) closes it, and lets go, when it ends."""
+    time, while the other (the worker ending enrollments) nearly never does. Here a process
+    waits for the turn holding a second lock, the queue's, and lets go of it once it has the
+    turn: a process that gave the turn back and wants it again waits for the queue, so the
+    one already waiting goes first, and the processes alternate. Each wait opens its own
+    descriptors, so one given up (a timeout, a cancelled request) lets go when it ends."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._queue = path.with_name(path.name + "-queue")
 
     async def take(self) -> int:
-        """The descriptor holding the lock, to pass to ``give_back``."""
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        waiting = asyncio.get_running_loop().run_in_executor(None, fcntl.flock, fd, fcntl.LOCK_EX)
+        """The descriptor holding the turn, to pass to ``give_back``."""
+        waiting = asyncio.get_running_loop().run_in_executor(None, self._wait)
         try:
-            await asyncio.shield(waiting)
+            return await asyncio.shield(waiting)
         except BaseException:
-            waiting.add_done_callback(lambda _: os.close(fd))
+            waiting.add_done_callback(_close_if_taken)
             raise
-        return fd
+
+    def _wait(self) -> int:
+        queue = _locked(self._queue)
+        try:
+            return _locked(self._path)
+        finally:
+            os.close(queue)
 
     @staticmethod
     def give_back(fd: int) -> None:
         os.close(fd)  # closing the only descriptor of its lock lets go of it
+
+
+def _locked(path: Path) -> int:
+    """A new descriptor of ``path`` holding its exclusive lock, once it has it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _close_if_taken(waited: asyncio.Future[int]) -> None:
+    if not waited.cancelled() and waited.exception() is None:
+        os.close(waited.result())
 
 
 class WriteTurns:
