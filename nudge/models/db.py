@@ -8,9 +8,9 @@ and two transactions that read, then write, take turns instead of one of them fa
 "database is locked" (SQLITE_BUSY on the upgrade to a writer, which ``busy_timeout`` does not
 wait out). Write transactions queue for their turn (``WriteTurns``): within a process
 first come first served, and between the processes of one machine (the API and the worker
-of `nudge dev`) through a lock file beside the database, which the kernel hands to the
-process already waiting, where SQLite's own lock is polled and a busy process starves the
-other. The price: a process
+of `nudge dev`) through lock files beside the database, queued so that the process
+already waiting goes first, where SQLite's own lock is polled and a busy process starves the
+other (``MachineTurn``). The price: a process
 that keeps a transaction open while another of its sessions writes waits for itself (in the
 same task that is refused at once). Sessions that only read use ``read_only(sessions)``; a
 request's sessions of their own come from ``SessionsBeside``, which ends the request
