@@ -33,6 +33,7 @@ from nudge.models.tables import ApiKey, Tenant
 from nudge.settings import Settings
 from tests.conftest import TenantKeys, api_client
 from tests.utils.journeys import create, journey
+from tests.utils.waiting import eventually
 
 ON_POSTGRES = bool(os.environ.get("NUDGE_TEST_DATABASE_URL", "").startswith("postgres"))
 sqlite_only = pytest.mark.skipif(ON_POSTGRES, reason="SQLite's locking; PostgreSQL has rows")
@@ -333,30 +334,31 @@ async def test_the_turns_file_is_held_for_exactly_a_write_transaction(
 ) -> None:
     url, sessions = own_file
     turns = Path(url.removeprefix("sqlite:///") + ".turns")
-
-    def free() -> bool:
-        probe = os.open(turns, os.O_RDWR)
-        try:
-            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        finally:
-            os.close(probe)
-        return True
-
-    assert turns.exists() and free()
+    assert turns.exists() and free(turns)
     async with transaction(sessions) as session:
         await session.execute(text("UPDATE counter SET value = 1"))
-        assert not free()
-    assert free()
+        assert not free(turns)
+    assert free(turns)
     async with read_only(sessions)() as session:
         await session.execute(text("SELECT value FROM counter"))
-        assert free()  # readers take no turn
+        assert free(turns)  # readers take no turn
     with contextlib.suppress(RuntimeError):
         async with transaction(sessions) as session:
             await session.execute(text("UPDATE counter SET value = 2"))
             raise RuntimeError("rolled back")
-    assert free()
+    assert free(turns)
+
+
+def free(lock_file: Path) -> bool:
+    """Whether nobody holds ``lock_file``'s lock (asked without waiting)."""
+    probe = os.open(lock_file, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(probe)
+    return True
 
 
 @sqlite_only
@@ -365,8 +367,8 @@ async def test_a_turn_given_up_while_waiting_lets_go_once_it_comes(tmp_path: Pat
     first, second = MachineTurn(tmp_path / "turns"), MachineTurn(tmp_path / "turns")
     held = await first.take()
     waiting = asyncio.create_task(second.take())
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(waiting), 0.2)
+    # It waits in its thread, holding the queue's lock, for the turn the first one has.
+    await eventually(lambda: not free(tmp_path / "turns-queue"), message="the second waits")
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting

@@ -9,8 +9,8 @@ and two transactions that read, then write, take turns instead of one of them fa
 wait out). Write transactions queue for their turn (``WriteTurns``): within a process
 first come first served, and between the processes of one machine (the API and the worker
 of `nudge dev`) through lock files beside the database, queued so that the process
-already waiting goes first, where SQLite's own lock is polled and a busy process starves the
-other (``MachineTurn``). The price: a process
+already waiting goes first (``MachineTurn``); SQLite's own lock is polled, and there a busy
+process starves the other. The price: a process
 that keeps a transaction open while another of its sessions writes waits for itself (in the
 same task that is refused at once). Sessions that only read use ``read_only(sessions)``; a
 request's sessions of their own come from ``SessionsBeside``, which ends the request
@@ -49,8 +49,8 @@ _QUERY_ONLY = "nudge_query_only"  # in a connection's info: whether `query_only`
 _WROTE = "nudge_wrote"  # in a session's info: its transaction has written something
 _TURN = "nudge_write_turn"  # in a connection's info: the process's write turn it holds
 _MACHINE_TURN = "nudge_machine_turn"  # in a connection's info: the lock file's descriptor
-# How long a write transaction waits for the process's other ones before it gives up; the
-# wait for other processes' (SQLite's lock) is busy_timeout, on top of it.
+# How long a write transaction waits for the process's other ones before it gives up, and
+# again for other processes' (the turns file); busy_timeout covers SQLite's lock on top.
 TURN_TIMEOUT_SECONDS = 60.0
 
 

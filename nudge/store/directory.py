@@ -28,6 +28,16 @@ async def find_contact(session: AsyncSession, tenant_id: str, external_id: str) 
     return result.scalar_one_or_none()
 
 
+async def find_contacts(
+    session: AsyncSession, tenant_id: str, external_ids: list[str]
+) -> dict[str, Contact]:
+    """The tenant's contacts among ``external_ids``, by external id (those that exist)."""
+    result = await session.execute(
+        select(Contact).where(Contact.tenant_id == tenant_id, Contact.external_id.in_(external_ids))
+    )
+    return {contact.external_id: contact for contact in result.scalars()}
+
+
 async def get_contact(session: AsyncSession, tenant_id: str, external_id: str) -> Contact:
     contact = await find_contact(session, tenant_id, external_id)
     if contact is None:

@@ -24,10 +24,10 @@ log = logging.getLogger(__name__)
 
 
 @functools.cache
-def cache_nudge_bytecode() -> Path:
+def cache_nudge_bytecode() -> None:
     """Compile the ``nudge`` package where imports will look for it (beside the sources,
-    or under a private ``sys.pycache_prefix`` when they cannot be written); the folder the
-    cache is in. Files already compiled and unchanged are left as they are."""
+    or under a private ``sys.pycache_prefix`` when they cannot be written), once per
+    process. Files already compiled and unchanged are left as they are."""
     package = Path(nudge.__file__).parent
     if not os.access(package, os.W_OK) and sys.pycache_prefix is None:
         # Set before compiling: the import system and compileall both place files by it.
@@ -35,4 +35,3 @@ def cache_nudge_bytecode() -> Path:
     compiled = compileall.compile_dir(package, quiet=1)
     if not compiled:
         log.warning("some of Nudge's modules could not be compiled; workflow runs are slower")
-    return Path(sys.pycache_prefix) if sys.pycache_prefix else package

@@ -39,7 +39,7 @@ from nudge.runs.journeys import stage_signal
 from nudge.runs.outbox import Relay
 from nudge.settings import Settings
 from nudge.store.deliveries import find_by_key, is_own_delivery
-from nudge.store.directory import find_contact
+from nudge.store.directory import find_contact, find_contacts
 from nudge.store.journeys import (
     active_enrollments_of_contact,
 )
@@ -117,8 +117,11 @@ async def message_events(
             try:
                 await session.commit()
             except IntegrityError:  # posted by another request at the same moment
+                # The rollback expires what the session holds, committed or not: read again.
                 await session.rollback()
                 contacts = await _contacts(session, principal.tenant_id, batch.events)
+                for entry in to_relay:
+                    await session.refresh(entry)
                 one = _Taken(_duplicate(event), earlier_try=True)
             else:
                 count_event("message", "accepted")
@@ -250,17 +253,15 @@ async def _contacts(
     session: AsyncSession, tenant_id: str, events: list[MessageEvent]
 ) -> dict[str, Contact]:
     """The batch's contacts by external id; a 422 naming every event whose contact is not."""
-    found: dict[str, Contact | None] = {}
-    for external_id in dict.fromkeys(e.contact_id for e in events):
-        found[external_id] = await find_contact(session, tenant_id, external_id)
+    found = await find_contacts(session, tenant_id, list({e.contact_id for e in events}))
     missing: list[tuple[tuple[str | int, ...], str]] = [
         (("body", "events", i, "contact_id"), f"no contact with external id {e.contact_id!r}")
         for i, e in enumerate(events)
-        if found[e.contact_id] is None
+        if e.contact_id not in found
     ]
     if missing:
         raise InvalidInput(missing)
-    return {external_id: contact for external_id, contact in found.items() if contact}
+    return found
 
 
 async def _contact(session: AsyncSession, tenant_id: str, external_id: str) -> Contact:
